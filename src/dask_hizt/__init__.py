@@ -1,0 +1,44 @@
+"""dask_hizt: Dask-native histograms kept on disk in icechunk repositories.
+
+Fill lazily from dask collections, compute once, and read back ``hist.Hist``
+objects from any committed snapshot.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version as _version
+
+__version__ = _version("dask-hizt")
+
+from . import config as _config  # noqa: E402  (registers dask.config defaults)
+from .collection import Hist, histogram  # noqa: E402
+from .errors import (  # noqa: E402
+    CommitError,
+    FillError,
+    HiztError,
+    NotAHistogramError,
+    SchemaMismatchError,
+    StoreError,
+    UnsupportedAxisError,
+    UnsupportedStorageError,
+)
+from .stored import Commit, StoredHist, open  # noqa: E402
+
+del _config
+
+__all__ = [
+    "Commit",
+    "CommitError",
+    "FillError",
+    "Hist",
+    "HiztError",
+    "NotAHistogramError",
+    "SchemaMismatchError",
+    "StoreError",
+    "StoredHist",
+    "UnsupportedAxisError",
+    "UnsupportedStorageError",
+    "__version__",
+    "histogram",
+    "open",
+]

@@ -1,0 +1,155 @@
+"""One input partition -> a sparse partial histogram. No dask imports here.
+
+The bin of each entry along each axis is found with boost-histogram's own
+``axis.index`` for numeric axes, so edges, flow bins, NaN and circular axes
+behave exactly as in ``hist.Hist.fill``; category axes are looked up with a
+pandas index. Entries are then summed per chunk-major key
+(:func:`dask_hizt._partial.from_entries`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from ._partial import Partial, combine, from_entries
+from .errors import FillError
+from .layout import Layout
+from .schema import Schema
+
+__all__ = ["Arg", "FillSpec", "FillTask", "fill_partition"]
+
+
+@dataclass(frozen=True)
+class Arg:
+    """Where a fill argument comes from: a partition input (``index`` into the
+    task's inputs) or a Python scalar broadcast to every entry (``value``)."""
+
+    index: int | None = None
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class FillSpec:
+    """One queued ``fill`` call: an :class:`Arg` per axis, and the weight."""
+
+    axes: tuple[Arg, ...]
+    weight: Arg | None
+
+
+@dataclass(frozen=True)
+class FillTask:
+    """Everything a fill task needs apart from the partition data."""
+
+    schema: Schema
+    layout: Layout
+    fills: tuple[FillSpec, ...]
+
+    def __call__(self, inputs: Sequence[Any], partition: str = "") -> Partial:
+        """Fill the queued fills from one partition's inputs."""
+        return fill_partition(self, inputs, partition)
+
+
+def _as_1d(obj: Any, what: str, partition: str) -> npt.NDArray[Any]:
+    arr = np.asarray(obj)
+    if arr.ndim != 1:
+        msg = f"{what} must be one-dimensional, got shape {arr.shape} in partition {partition}"
+        raise FillError(msg)
+    return arr
+
+
+def _axis_indices(
+    axis: Any, spec: Mapping[str, Any], values: npt.NDArray[Any], name: str
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_] | None]:
+    """Per-entry bin index (flow bins counted) and the mask of entries that land in a bin."""
+    kind = spec["type"]
+    if kind in ("category_str", "category_int"):
+        if kind == "category_int" and values.dtype.kind not in "iub":
+            msg = f"axis {name!r} is an IntCategory axis and needs integers, got dtype {values.dtype}"
+            raise FillError(msg)
+        if kind == "category_str" and values.dtype.kind not in "OUST":
+            msg = f"axis {name!r} is a StrCategory axis and needs strings, got dtype {values.dtype}"
+            raise FillError(msg)
+        idx = pd.Index(list(spec["categories"])).get_indexer(values)
+        missing = idx < 0
+        if not missing.any():
+            return idx, None
+        if spec["flow"]:
+            idx[missing] = len(spec["categories"])
+            return idx, None
+        return idx, ~missing
+    if values.dtype.kind not in "iufb":
+        msg = f"axis {name!r} is numeric and cannot be filled with values of dtype {values.dtype}"
+        raise FillError(msg)
+    if kind == "boolean":
+        return values.astype(bool).astype(np.intp), None
+    if spec.get("writer_info", {}).get("dask_hizt", {}).get("kind") == "integer" and values.dtype.kind == "f":
+        msg = f"axis {name!r} is an Integer axis and needs integer values, got dtype {values.dtype}"
+        raise FillError(msg)
+    idx = np.asarray(axis.index(values), dtype=np.intp)
+    if axis.traits.underflow:
+        idx += 1
+    ok = (idx >= 0) & (idx < axis.extent)
+    return idx, (None if ok.all() else ok)
+
+
+def _one_fill(task: FillTask, spec: FillSpec, inputs: Sequence[Any], partition: str) -> Partial:
+    schema, layout = task.schema, task.layout
+    axes = schema.hist_axes()
+    names = [n or f"#{i}" for i, n in enumerate(schema.names)]
+
+    arrays: dict[str, npt.NDArray[Any]] = {}
+    for name, arg in zip(names, spec.axes, strict=True):
+        if arg.index is not None:
+            arrays[name] = _as_1d(inputs[arg.index], f"axis {name!r}", partition)
+    weight: npt.NDArray[np.float64] | None = None
+    if spec.weight is not None and spec.weight.index is not None:
+        weight = _as_1d(inputs[spec.weight.index], "weight", partition).astype(np.float64, copy=False)
+    lengths = {k: len(v) for k, v in arrays.items()}
+    if weight is not None:
+        lengths["weight"] = len(weight)
+    if len(set(lengths.values())) > 1:
+        msg = f"fill arguments have different lengths in partition {partition}: {lengths}"
+        raise FillError(msg)
+    n = next(iter(lengths.values())) if lengths else 1
+
+    indices: list[npt.NDArray[np.intp]] = []
+    mask: npt.NDArray[np.bool_] | None = None
+    for name, arg, axis, ax_spec in zip(names, spec.axes, axes, schema.axes, strict=True):
+        if arg.index is not None:
+            idx, ok = _axis_indices(axis, ax_spec, arrays[name], name)
+        else:
+            one, ok1 = _axis_indices(axis, ax_spec, np.asarray([arg.value]), name)
+            if ok1 is not None and not ok1[0]:
+                # The scalar lands in no bin (no flow bin to take it): nothing is counted.
+                return Partial(0, layout.n_keys, np.empty(0, np.int64), tuple(np.empty(0, schema.dtype) for _ in schema.spec.fields))
+            idx, ok = np.full(n, one[0], dtype=np.intp), None
+        indices.append(idx)
+        if ok is not None:
+            mask = ok if mask is None else mask & ok
+    if mask is not None:
+        indices = [i[mask] for i in indices]
+        if weight is not None:
+            weight = weight[mask]
+    m = len(indices[0]) if indices else 0
+    keys = layout.keys(indices)
+
+    if spec.weight is not None and spec.weight.index is None:
+        weight = np.full(m, float(spec.weight.value))
+    dtypes = [schema.dtype] * len(schema.spec.fields)
+    if schema.spec.uhi_type == "weighted":
+        weights: list[npt.NDArray[Any] | None] = [weight, None if weight is None else weight * weight]
+    else:
+        weights = [weight]
+    return from_entries(0, layout.n_keys, keys, weights, dtypes)
+
+
+def fill_partition(task: FillTask, inputs: Sequence[Any], partition: str = "") -> Partial:
+    """Fill every queued fill from one partition into one partial over all keys."""
+    parts = [_one_fill(task, spec, inputs, partition) for spec in task.fills]
+    return combine(parts, 0, task.layout.n_keys)

@@ -1,0 +1,436 @@
+"""The lazy histogram collection and its ``fill``.
+
+A :class:`Hist` names a histogram in a repository (created there, or checked
+against what is there, when the object is made) and queues fills. Computing
+it, with ``.compute()`` or ``dask.compute``, runs the graph of
+:mod:`dask_hizt._graph` and returns a :class:`~dask_hizt.stored.StoredHist`
+of the one commit it made.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any, Self
+
+import boost_histogram as bh
+import dask
+import dask.array as da
+import hist
+import numpy as np
+from dask.base import DaskMethodsMixin, is_dask_collection, tokenize
+from dask.core import flatten
+from dask.highlevelgraph import HighLevelGraph
+
+from . import __version__
+from ._fill import Arg, FillSpec, FillTask
+from ._graph import compute_graph
+from ._writer import Owner
+from .errors import FillError, UnsupportedStorageError
+from .schema import Schema
+from .stored import StoredHist
+from .transaction import ATTR_KEY, RepoRef, check_path, ensure_histogram, read_histogram_meta
+
+__all__ = ["Hist", "histogram"]
+
+Key = Hashable
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One fill argument: a partitioned dask collection, or a broadcast scalar."""
+
+    collection: Any = None
+    value: Any = None
+
+    @property
+    def partitioned(self) -> bool:
+        return self.collection is not None
+
+
+@dataclass(frozen=True)
+class _Fill:
+    axes: tuple[_Source, ...]
+    weight: _Source | None
+
+    def sources(self) -> list[_Source]:
+        return [s for s in (*self.axes, self.weight) if s is not None and s.partitioned]
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, str | bytes | int | float | bool | np.generic) or (
+        isinstance(value, np.ndarray) and value.ndim == 0
+    )
+
+
+def _npartitions(coll: Any) -> int:
+    if isinstance(coll, da.Array):
+        return len(coll.chunks[0])
+    return int(coll.npartitions)
+
+
+def _source(value: Any, what: str) -> _Source:
+    """Normalise one fill argument."""
+    if is_dask_collection(value):
+        if isinstance(value, da.Array):
+            if value.ndim != 1:
+                msg = f"{what}: dask arrays must be one-dimensional, got ndim={value.ndim}"
+                raise FillError(msg)
+            return _Source(collection=value)
+        if hasattr(value, "npartitions") and hasattr(value, "optimize"):
+            if getattr(value, "ndim", 1) != 1:
+                msg = f"{what}: pass one column (a Series), not a DataFrame"
+                raise FillError(msg)
+            return _Source(collection=value)
+        msg = f"{what}: unsupported dask collection {type(value).__name__}"
+        raise FillError(msg)
+    if _is_scalar(value):
+        return _Source(value=value.item() if isinstance(value, np.generic | np.ndarray) else value)
+    arr = np.asarray(value)
+    if arr.ndim != 1:
+        msg = f"{what}: arrays must be one-dimensional, got shape {arr.shape}"
+        raise FillError(msg)
+    return _Source(collection=arr)  # turned into a dask array once partitioning is known
+
+
+class Hist(DaskMethodsMixin):
+    """A lazy histogram stored in an icechunk repository.
+
+    Parameters
+    ----------
+    *axes
+        ``hist`` or ``boost_histogram`` axes.
+    storage
+        A boost-histogram storage: Double (default), Int64 or Weight.
+    store
+        An ``icechunk.Repository`` or the path of a local repository (created
+        if missing).
+    path
+        Path of the histogram's group in the repository. If a histogram is
+        already there it must have the same axes and storage; computes add to it.
+    branch
+        Branch to commit to.
+
+    Examples
+    --------
+    >>> h = Hist(hist.axis.Regular(10, 0, 1, name="x"), store=repo, path="x")  # doctest: +SKIP
+    >>> h.fill(x=ddf.x).compute().to_hist()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        *axes: Any,
+        storage: bh.storage.Storage | None = None,
+        store: Any,
+        path: str,
+        branch: str = "main",
+    ) -> None:
+        self._schema = Schema.from_axes(axes, storage)
+        self._path = check_path(path)
+        self._ref = RepoRef.from_store(store)
+        self._branch = branch
+        self._layout = ensure_histogram(self._ref, branch, self._path, self._schema)
+        self._fills: list[_Fill] = []
+        self._id = uuid.uuid4().hex
+        self._plan_cache: tuple[str, _Plan] | None = None
+
+    # ------------------------------------------------------------ public ---
+
+    @property
+    def axes(self) -> hist.axestuple.NamedAxesTuple:
+        """The axes, as ``hist`` axis objects."""
+        return hist.axestuple.NamedAxesTuple(self._schema.hist_axes())
+
+    @property
+    def storage_type(self) -> type[Any]:
+        """The boost-histogram storage class."""
+        return self._schema.storage
+
+    @property
+    def path(self) -> str:
+        """Path of the histogram in the repository."""
+        return self._path
+
+    @property
+    def repository(self) -> Any:
+        """The icechunk repository."""
+        return self._ref.repo
+
+    def fill(
+        self,
+        *args: Any,
+        weight: Any = None,
+        sample: Any = None,
+        threads: int | None = None,
+        **kwargs: Any,
+    ) -> Self:
+        """Queue a fill; nothing runs until the histogram is computed.
+
+        Arguments are given per axis, positionally or by axis name, as 1-D
+        dask arrays, dask.dataframe Series, NumPy arrays or Python scalars
+        (broadcast to every entry). All partitioned arguments of one fill must
+        be partitioned alike. ``weight`` is a scalar or an argument
+        partitioned like the data.
+        """
+        del threads  # parallelism comes from dask
+        storage = self._schema.storage.__name__
+        if sample is not None:
+            msg = f"sample= is only for Mean and WeightedMean storages; this histogram has {storage}"
+            raise UnsupportedStorageError(msg)
+        if weight is not None and self._schema.storage is bh.storage.Int64:
+            msg = "weight= cannot be used with Int64 storage (it counts entries); use Double or Weight"
+            raise FillError(msg)
+        names = self._schema.names
+        if len(args) > len(names):
+            msg = f"fill got {len(args)} positional arguments for a {len(names)}-axis histogram"
+            raise FillError(msg)
+        given: dict[int, Any] = dict(enumerate(args))
+        for key, value in kwargs.items():
+            if key not in names or not key:
+                msg = f"fill got an unknown axis name {key!r}; the axes are {list(names)}"
+                raise FillError(msg)
+            i = names.index(key)
+            if i in given:
+                msg = f"fill got axis {key!r} twice (positionally and by name)"
+                raise FillError(msg)
+            given[i] = value
+        missing = [names[i] or f"#{i}" for i in range(len(names)) if i not in given]
+        if missing:
+            msg = f"fill is missing values for axes {missing}"
+            raise FillError(msg)
+        label = [names[i] or f"#{i}" for i in range(len(names))]
+        sources = [_source(given[i], f"axis {label[i]!r}") for i in range(len(names))]
+        wsource = None if weight is None else _source(weight, "weight")
+        self._fills.append(_align(_Fill(tuple(sources), wsource)))
+        self._plan_cache = None
+        return self
+
+    def __repr__(self) -> str:
+        axes = ", ".join(repr(a) for a in self._schema.hist_axes())
+        return (
+            f"dask_hizt.Hist({axes}, storage={self._schema.storage.__name__}(), "
+            f"path={self._path!r}, fills={len(self._fills)})"
+        )
+
+    # ------------------------------------------------- dask collection ---
+
+    def __dask_graph__(self) -> HighLevelGraph:
+        return self._plan().graph
+
+    def __dask_keys__(self) -> list[Key]:
+        return [(self._plan().name, 0)]
+
+    def __dask_layers__(self) -> tuple[str, ...]:
+        return (self._plan().name,)
+
+    def __dask_tokenize__(self) -> str:
+        return self._plan().name
+
+    def __dask_postcompute__(self) -> tuple[Any, tuple[Any, ...]]:
+        return _finalize, (self._ref, self._path)
+
+    def __dask_postpersist__(self) -> tuple[Any, tuple[Any, ...]]:
+        msg = "persist() is not supported: compute() a dask_hizt.Hist, which stores it"
+        raise NotImplementedError(msg)
+
+    __dask_optimize__ = staticmethod(dask.base.dont_optimize)
+    __dask_scheduler__ = staticmethod(dask.threaded.get)
+
+    # -------------------------------------------------------------- plan ---
+
+    def _plan(self) -> _Plan:
+        """The graph of a compute, built against the current tip of the branch.
+
+        Cached per tip, so ``__dask_keys__`` and ``__dask_graph__`` agree; a
+        new tip (after any commit) gives new keys and fresh forks.
+        """
+        tip = self._ref.repo.lookup_branch(self._branch)
+        token = tokenize(self._id, tip, [_fill_token(f) for f in self._fills])
+        if self._plan_cache is not None and self._plan_cache[0] == token:
+            return self._plan_cache[1]
+        plan = _build_plan(self, token)
+        self._plan_cache = (token, plan)
+        return plan
+
+
+@dataclass(frozen=True)
+class _Plan:
+    name: str
+    graph: HighLevelGraph
+
+
+def _fill_token(fill: _Fill) -> str:
+    parts = [s.collection if s.partitioned else ("scalar", s.value) for s in (*fill.axes, fill.weight) if s is not None]
+    return tokenize(*parts)
+
+
+def _align(fill: _Fill) -> _Fill:
+    """Check that a fill's partitioned arguments line up; wrap NumPy arrays as dask arrays."""
+    colls = [s.collection for s in fill.sources()]
+    lazy = [c for c in colls if is_dask_collection(c)]
+    ref = lazy[0] if lazy else None
+    if ref is not None:
+        n = _npartitions(ref)
+        for c in lazy[1:]:
+            if _npartitions(c) != n:
+                msg = f"fill arguments are partitioned differently: {n} and {_npartitions(c)} partitions"
+                raise FillError(msg)
+            if isinstance(c, da.Array) and isinstance(ref, da.Array) and c.chunks != ref.chunks:
+                msg = f"fill arguments are chunked differently: {ref.chunks[0]} and {c.chunks[0]}"
+                raise FillError(msg)
+            known = getattr(c, "known_divisions", False) and getattr(ref, "known_divisions", False)
+            if known and tuple(c.divisions) != tuple(ref.divisions):
+                msg = "fill arguments have different divisions; align them (e.g. take both columns from one DataFrame)"
+                raise FillError(msg)
+
+    def wrap(s: _Source | None) -> _Source | None:
+        if s is None or not isinstance(s.collection, np.ndarray):
+            return s
+        if ref is None:
+            return _Source(collection=da.from_array(s.collection, chunks="auto"))
+        if not isinstance(ref, da.Array):
+            msg = "NumPy arrays can only be filled together with dask arrays, not with dask.dataframe columns"
+            raise FillError(msg)
+        if len(s.collection) != ref.shape[0]:
+            msg = f"fill arguments have different lengths: {len(s.collection)} and {ref.shape[0]}"
+            raise FillError(msg)
+        return _Source(collection=da.from_array(s.collection, chunks=ref.chunks))
+
+    axes = tuple(wrap(s) for s in fill.axes)
+    out = _Fill(tuple(a for a in axes if a is not None), wrap(fill.weight))
+    if ref is None and out.sources():
+        first = out.sources()[0].collection
+        for s in out.sources()[1:]:
+            if s.collection.chunks != first.chunks:
+                msg = f"fill arguments have different lengths: {first.shape[0]} and {s.collection.shape[0]}"
+                raise FillError(msg)
+    return out
+
+
+def _input_graph(coll: Any) -> tuple[Any, list[Key]]:
+    """An input collection's (optimised) graph and its per-partition keys."""
+    if not isinstance(coll, da.Array):
+        coll = coll.optimize()
+    return coll, list(flatten(coll.__dask_keys__()))
+
+
+def _build_plan(h: Hist, token: str) -> _Plan:
+    ref, branch, path, schema = h._ref, h._branch, h._path, h._schema
+    session = ref.repo.writable_session(branch)
+    base = str(session.snapshot_id)
+    stored, layout = read_histogram_meta(session.store, path)
+    schema.check_same(stored, f"histogram {path!r}")
+
+    # One fill task per partition index, taking every queued fill with that
+    # many partitions; fills with another partitioning get their own tasks.
+    inputs: list[Any] = []
+    groups: dict[int, list[tuple[FillSpec, list[list[Key]]]]] = {}
+    for fill in h._fills:
+        keys_per_arg: list[list[Key]] = []
+        slot = 0
+
+        def arg(s: _Source | None, keys_per_arg: list[list[Key]] = keys_per_arg) -> Arg | None:
+            nonlocal slot
+            if s is None:
+                return None
+            if not s.partitioned:
+                return Arg(value=s.value)
+            coll, keys = _input_graph(s.collection)
+            inputs.append(coll)
+            keys_per_arg.append(keys)
+            slot += 1
+            return Arg(index=slot - 1)
+
+        axes = tuple(arg(s) for s in fill.axes)
+        spec = FillSpec(tuple(a for a in axes if a is not None), arg(fill.weight))
+        n = len(keys_per_arg[0]) if keys_per_arg else 1
+        groups.setdefault(n, []).append((spec, keys_per_arg))
+
+    partitions: list[tuple[FillTask, list[Any]]] = []
+    input_names: list[str] = []
+    for n, members in groups.items():
+        offsets = np.cumsum([0] + [len(k) for _, k in members])
+        specs = tuple(
+            FillSpec(
+                tuple(_shift(a, int(off)) for a in spec.axes),
+                None if spec.weight is None else _shift(spec.weight, int(off)),
+            )
+            for (spec, _), off in zip(members, offsets[:-1], strict=True)
+        )
+        task = FillTask(schema, layout, specs)
+        for i in range(n):
+            keys = [k[i] for _, per_arg in members for k in per_arg]
+            partitions.append((task, keys))
+            input_names.append(str(keys))
+
+    n_fields = len(schema.spec.fields)
+    n_owners = layout.default_owners(schema.dtype.itemsize * n_fields)
+    owners = [
+        Owner(path, schema.spec.fields, layout, a, b, session.fork())
+        for a, b in layout.owner_ranges(n_owners)
+    ]
+    name = f"hizt-commit-{token}"
+    metadata = {
+        ATTR_KEY: {
+            "version": __version__,
+            "histograms": {path: {"inputs": input_names}},
+        }
+    }
+    message = f"dask_hizt: fill {path} from {len(partitions)} partitions"
+    dsk = compute_graph(name, token, partitions, owners, (ref, branch, base, message, metadata))
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=inputs)
+    return _Plan(name, graph)
+
+
+def _shift(a: Arg, offset: int) -> Arg:
+    return a if a.index is None else Arg(index=a.index + offset)
+
+
+def _finalize(results: Sequence[Any], ref: RepoRef, path: str) -> StoredHist:
+    (snapshot_id,) = results
+    return StoredHist(ref, path, snapshot_id)
+
+
+def histogram(
+    x: Any,
+    bins: int | Sequence[float] = 10,
+    range: tuple[float, float] | None = None,  # noqa: A002 - NumPy's name
+    weights: Any = None,
+    *,
+    storage: bh.storage.Storage | None = None,
+    store: Any,
+    path: str,
+    branch: str = "main",
+) -> Hist:
+    """A one-dimensional stored histogram of ``x``, like ``numpy.histogram``.
+
+    Parameters
+    ----------
+    x
+        The data: a 1-D dask array, a dask.dataframe Series or a NumPy array.
+    bins
+        Number of equal bins in ``range``, or the bin edges.
+    range
+        Lower and upper edge; required with an integer ``bins``.
+    weights
+        Per-entry weights, partitioned like ``x``.
+    storage, store, path, branch
+        As for :class:`Hist`.
+
+    Returns
+    -------
+    Hist
+        The lazy histogram with the fill queued; compute it to store it.
+    """
+    axis: Any
+    if isinstance(bins, int | np.integer):
+        if range is None:
+            msg = "range=(lower, upper) is required when bins is a number"
+            raise FillError(msg)
+        axis = hist.axis.Regular(int(bins), float(range[0]), float(range[1]), name="")
+    else:
+        axis = hist.axis.Variable(list(bins), name="")
+    h = Hist(axis, storage=storage, store=store, path=path, branch=branch)
+    return h.fill(x, weight=weights)
+

@@ -1,0 +1,149 @@
+"""Schema -> zarr arrays: shapes, the chunk grid, chunk keys and chunk owners.
+
+Every bin of a histogram gets a *key*: its chunk's linear index in the chunk
+grid times the chunk size, plus its linear index inside the chunk. Keys are
+"chunk-major", so the bins of one chunk, and of a run of consecutive chunks,
+form one contiguous range of keys. Partial histograms are sorted by key,
+which makes routing a partial to the owner of a range of chunks a
+``searchsorted`` instead of a scan.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask.config
+import numpy as np
+import numpy.typing as npt
+
+from .schema import Schema
+
+__all__ = ["Layout"]
+
+_CATEGORY_TYPES = frozenset({"category_str", "category_int", "boolean"})
+
+
+def _parse_bytes(value: Any) -> int:
+    from dask.utils import parse_bytes
+
+    return int(parse_bytes(value))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a histogram's bins are cut into zarr chunks and owners.
+
+    Parameters
+    ----------
+    shape
+        Extent of each axis, flow bins included.
+    chunks
+        Chunk shape of every field array.
+    """
+
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+
+    @classmethod
+    def for_schema(cls, schema: Schema, chunk_bytes: int | str | None = None) -> Layout:
+        """Choose the chunk shape of a histogram.
+
+        Category axes get chunk size 1: one chunk per category combination.
+        Dense axes share a budget of ``chunk_bytes`` (``dask_hizt.chunk-bytes``
+        in dask.config), filled from the last axis backwards so that a chunk
+        is a C-contiguous slab of the dense block.
+        """
+        if chunk_bytes is None:
+            chunk_bytes = dask.config.get("dask_hizt.chunk-bytes")
+        budget = max(1, _parse_bytes(chunk_bytes) // schema.dtype.itemsize)
+        shape = schema.shape
+        chunks = [1] * len(shape)
+        for i in reversed(range(len(shape))):
+            if schema.axes[i]["type"] in _CATEGORY_TYPES:
+                continue
+            chunks[i] = max(1, min(shape[i], budget))
+            budget = max(1, budget // chunks[i])
+        return cls(tuple(shape), tuple(chunks))
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        """Number of chunks along each axis."""
+        return tuple(-(-n // c) for n, c in zip(self.shape, self.chunks, strict=True))
+
+    @property
+    def n_chunks(self) -> int:
+        """Number of chunks of each field array."""
+        return math.prod(self.grid)
+
+    @property
+    def chunk_size(self) -> int:
+        """Number of bins in a (full) chunk."""
+        return math.prod(self.chunks)
+
+    @property
+    def n_keys(self) -> int:
+        """Size of the key space: chunks times chunk size (edge chunks padded)."""
+        return self.n_chunks * self.chunk_size
+
+    def keys(self, indices: Sequence[npt.NDArray[np.intp]]) -> npt.NDArray[np.int64]:
+        """Chunk-major keys of bins given by their per-axis indices (flow included)."""
+        grid = self.grid
+        keys = np.zeros(len(indices[0]) if len(indices) else 0, dtype=np.int64)
+        grid_stride = self.chunk_size
+        local_stride = 1
+        for idx, c, g in zip(reversed(indices), reversed(self.chunks), reversed(grid), strict=True):
+            idx64 = idx.astype(np.int64, copy=False)
+            if g == 1:
+                keys += idx64 * local_stride
+            elif c == 1:
+                keys += idx64 * grid_stride
+            else:
+                chunk, local = np.divmod(idx64, c)
+                keys += chunk * grid_stride + local * local_stride
+            grid_stride *= g
+            local_stride *= c
+        return keys
+
+    def chunk_coords(self, chunk_id: int) -> tuple[int, ...]:
+        """Grid coordinates of a chunk from its linear index."""
+        return tuple(int(i) for i in np.unravel_index(chunk_id, self.grid))
+
+    def chunk_region(self, chunk_id: int) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+        """Where a chunk lies in the array, and which part of a full block is inside it.
+
+        Returns
+        -------
+        selection
+            Slices of the field array covered by the chunk.
+        inner
+            Slices of a full ``chunks``-shaped block that fall inside the array
+            (smaller than the block for edge chunks).
+        """
+        coords = self.chunk_coords(chunk_id)
+        selection = []
+        inner = []
+        for i, c, n in zip(coords, self.chunks, self.shape, strict=True):
+            start = i * c
+            stop = min(start + c, n)
+            selection.append(slice(start, stop))
+            inner.append(slice(0, stop - start))
+        return tuple(selection), tuple(inner)
+
+    def owner_ranges(self, n_owners: int) -> list[tuple[int, int]]:
+        """Split the chunks into ``n_owners`` contiguous runs ``[first, stop)``."""
+        n_owners = max(1, min(n_owners, self.n_chunks))
+        bounds = np.linspace(0, self.n_chunks, n_owners + 1).round().astype(int)
+        return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+    def default_owners(self, itemsize_all_fields: int) -> int:
+        """Owner count: ``dask_hizt.owners`` or, when ``"auto"``, one owner per
+        ``dask_hizt.owner-bytes`` of dense histogram (all fields)."""
+        setting = dask.config.get("dask_hizt.owners")
+        if setting != "auto":
+            return max(1, min(int(setting), self.n_chunks))
+        dense = self.n_keys * itemsize_all_fields
+        per_owner = _parse_bytes(dask.config.get("dask_hizt.owner-bytes"))
+        return max(1, min(self.n_chunks, -(-dense // per_owner)))

@@ -1,0 +1,288 @@
+"""Axes and storage of a histogram, to and from UHI JSON (pure, no I/O).
+
+A :class:`Schema` is what a stored histogram *is* apart from its numbers: its
+axes and its storage. It is written into the attributes of the histogram's
+zarr group as a UHI JSON document without the ``values`` arrays, so any
+UHI-aware reader can interpret the arrays next to it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import boost_histogram as bh
+import hist
+import numpy as np
+
+from .errors import SchemaMismatchError, UnsupportedAxisError, UnsupportedStorageError
+
+__all__ = ["FORMAT_VERSION", "STORAGES", "Schema", "StorageSpec"]
+
+#: Version of the on-disk format written by this library (see docs/format.md).
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class StorageSpec:
+    """How one boost-histogram storage is kept on disk.
+
+    Attributes
+    ----------
+    uhi_type
+        The storage ``type`` in UHI JSON.
+    fields
+        One zarr array per field, named like the fields of the boost-histogram
+        view (``"value"`` for simple storages).
+    dtype
+        NumPy dtype of every field.
+    """
+
+    uhi_type: str
+    fields: tuple[str, ...]
+    dtype: str
+
+
+STORAGES: dict[type[bh.storage.Storage], StorageSpec] = {
+    bh.storage.Double: StorageSpec("double", ("value",), "float64"),
+    bh.storage.Int64: StorageSpec("int", ("value",), "int64"),
+    bh.storage.Weight: StorageSpec("weighted", ("value", "variance"), "float64"),
+}
+_STORAGE_BY_UHI = {spec.uhi_type: cls for cls, spec in STORAGES.items()}
+
+
+def _metadata(axis: Any) -> dict[str, Any]:
+    return {"name": str(getattr(axis, "name", "") or ""), "label": str(getattr(axis, "label", "") or "")}
+
+
+def axis_to_dict(axis: Any) -> dict[str, Any]:
+    """Describe one axis as a UHI JSON axis.
+
+    Raises
+    ------
+    UnsupportedAxisError
+        If the axis has no faithful on-disk form in this version.
+    """
+    traits = axis.traits
+    name = axis.name or "<unnamed>"
+    if traits.growth:
+        msg = f"axis {name!r}: growing axes (growth=True) are not supported yet"
+        raise UnsupportedAxisError(msg)
+    if isinstance(axis, bh.axis.Regular):
+        if axis.transform is not None:
+            msg = f"axis {name!r}: Regular axes with a transform are not supported yet"
+            raise UnsupportedAxisError(msg)
+        out: dict[str, Any] = {
+            "type": "regular",
+            "lower": float(axis.edges[0]),
+            "upper": float(axis.edges[-1]),
+            "bins": int(axis.size),
+            "underflow": bool(traits.underflow),
+            "overflow": bool(traits.overflow),
+            "circular": bool(traits.circular),
+        }
+    elif isinstance(axis, bh.axis.Integer):
+        out = {
+            "type": "regular",  # UHI has no integer type: an Integer is a unit-width Regular
+            "lower": int(axis.edges[0]),
+            "upper": int(axis.edges[-1]),
+            "bins": int(axis.size),
+            "underflow": bool(traits.underflow),
+            "overflow": bool(traits.overflow),
+            "circular": bool(traits.circular),
+            "writer_info": {"dask_hizt": {"kind": "integer"}},
+        }
+    elif isinstance(axis, bh.axis.Variable):
+        out = {
+            "type": "variable",
+            "edges": [float(e) for e in axis.edges],
+            "underflow": bool(traits.underflow),
+            "overflow": bool(traits.overflow),
+            "circular": bool(traits.circular),
+        }
+    elif isinstance(axis, bh.axis.Boolean):
+        out = {"type": "boolean"}
+    elif isinstance(axis, bh.axis.IntCategory):
+        out = {
+            "type": "category_int",
+            "categories": [int(c) for c in axis],
+            "flow": bool(traits.overflow),
+        }
+    elif isinstance(axis, bh.axis.StrCategory):
+        out = {
+            "type": "category_str",
+            "categories": [str(c) for c in axis],
+            "flow": bool(traits.overflow),
+        }
+    else:
+        msg = f"axis {name!r}: {type(axis).__name__} axes are not supported"
+        raise UnsupportedAxisError(msg)
+    out["metadata"] = _metadata(axis)
+    return out
+
+
+def axis_from_dict(data: Mapping[str, Any]) -> Any:
+    """Build a ``hist`` axis from a UHI JSON axis written by :func:`axis_to_dict`."""
+    meta = dict(data.get("metadata", {}))
+    name = meta.pop("name", "") or ""
+    label = meta.pop("label", "") or ""
+    kind = data["type"]
+    axis: Any
+    if kind == "regular" and data.get("writer_info", {}).get("dask_hizt", {}).get("kind") == "integer":
+        axis = hist.axis.Integer(
+            int(data["lower"]),
+            int(data["upper"]),
+            underflow=data["underflow"],
+            overflow=data["overflow"],
+            circular=data["circular"],
+            name=name,
+            label=label,
+        )
+    elif kind == "regular":
+        axis = hist.axis.Regular(
+            int(data["bins"]),
+            float(data["lower"]),
+            float(data["upper"]),
+            underflow=data["underflow"],
+            overflow=data["overflow"],
+            circular=data["circular"],
+            name=name,
+            label=label,
+        )
+    elif kind == "variable":
+        axis = hist.axis.Variable(
+            data["edges"],
+            underflow=data["underflow"],
+            overflow=data["overflow"],
+            circular=data["circular"],
+            name=name,
+            label=label,
+        )
+    elif kind == "boolean":
+        axis = hist.axis.Boolean(name=name, label=label)
+    elif kind == "category_int":
+        axis = hist.axis.IntCategory(
+            data["categories"], overflow=data["flow"], name=name, label=label
+        )
+    elif kind == "category_str":
+        axis = hist.axis.StrCategory(
+            data["categories"], overflow=data["flow"], name=name, label=label
+        )
+    else:
+        msg = f"unknown axis type {kind!r} in stored schema"
+        raise SchemaMismatchError(msg)
+    return axis
+
+
+def _storage_class(storage: bh.storage.Storage | type[bh.storage.Storage]) -> type[bh.storage.Storage]:
+    cls = storage if isinstance(storage, type) else type(storage)
+    for known in STORAGES:
+        if issubclass(cls, known):
+            return known
+    msg = (
+        f"storage {cls.__name__} is not supported; use one of "
+        + ", ".join(c.__name__ for c in STORAGES)
+    )
+    raise UnsupportedStorageError(msg)
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Axes and storage of one histogram.
+
+    Parameters
+    ----------
+    axes
+        UHI JSON descriptions of the axes, in order.
+    storage
+        The boost-histogram storage class.
+    """
+
+    axes: tuple[Mapping[str, Any], ...]
+    storage: type[bh.storage.Storage]
+
+    @classmethod
+    def from_axes(
+        cls,
+        axes: Sequence[Any],
+        storage: bh.storage.Storage | type[bh.storage.Storage] | None = None,
+    ) -> Schema:
+        """Validate hist/boost-histogram axes and a storage into a schema."""
+        if not axes:
+            msg = "a histogram needs at least one axis"
+            raise UnsupportedAxisError(msg)
+        storage_cls = _storage_class(storage if storage is not None else bh.storage.Double())
+        described = tuple(axis_to_dict(ax) for ax in axes)
+        names = [d["metadata"]["name"] for d in described if d["metadata"]["name"]]
+        if len(set(names)) != len(names):
+            msg = f"axis names must be unique, got {names}"
+            raise UnsupportedAxisError(msg)
+        return cls(described, storage_cls)
+
+    @property
+    def spec(self) -> StorageSpec:
+        """The on-disk description of the storage."""
+        return STORAGES[self.storage]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Axis names (empty string for unnamed axes)."""
+        return tuple(str(a["metadata"]["name"]) for a in self.axes)
+
+    def hist_axes(self) -> tuple[Any, ...]:
+        """Fresh ``hist`` axis objects."""
+        return tuple(axis_from_dict(a) for a in self.axes)
+
+    def empty_hist(self) -> hist.Hist:
+        """An empty ``hist.Hist`` with these axes and this storage."""
+        return hist.Hist(*self.hist_axes(), storage=self.storage())
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of each field array: axis extents, flow bins included."""
+        return tuple(int(ax.extent) for ax in self.hist_axes())
+
+    @property
+    def n_bins(self) -> int:
+        """Number of bins, flow bins included."""
+        return math.prod(self.shape)
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """NumPy dtype of the field arrays."""
+        return np.dtype(self.spec.dtype)
+
+    def to_json(self) -> dict[str, Any]:
+        """The UHI JSON document of this schema (without bin contents)."""
+        return {
+            "uhi_schema": 1,
+            "axes": [dict(a) for a in self.axes],
+            "storage": {"type": self.spec.uhi_type},
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Schema:
+        """Read back a document written by :meth:`to_json`."""
+        try:
+            storage = _STORAGE_BY_UHI[data["storage"]["type"]]
+        except KeyError:
+            msg = f"unknown storage {data.get('storage')!r} in stored schema"
+            raise SchemaMismatchError(msg) from None
+        return cls(tuple(dict(a) for a in data["axes"]), storage)
+
+    def check_same(self, other: Schema, where: str) -> None:
+        """Raise :class:`SchemaMismatchError` unless ``other`` describes the same histogram."""
+        if self.storage is not other.storage:
+            msg = (
+                f"{where} holds a {other.storage.__name__} histogram, "
+                f"not {self.storage.__name__}"
+            )
+            raise SchemaMismatchError(msg)
+        if self.to_json()["axes"] != other.to_json()["axes"]:
+            msg = (
+                f"{where} has different axes:\n  stored:    {list(other.axes)}"
+                f"\n  requested: {list(self.axes)}"
+            )
+            raise SchemaMismatchError(msg)

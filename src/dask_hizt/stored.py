@@ -1,0 +1,177 @@
+"""The on-disk handle: a committed histogram, read back as ``hist.Hist``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import hist
+import icechunk
+import numpy as np
+import numpy.typing as npt
+import zarr
+
+from .errors import StoreError
+from .layout import Layout
+from .schema import Schema
+from .transaction import ATTR_KEY, RepoRef, check_path, read_histogram_meta
+
+__all__ = ["Commit", "StoredHist", "open"]
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One commit that changed a histogram.
+
+    Attributes
+    ----------
+    snapshot_id
+        The icechunk snapshot made by the commit.
+    written_at
+        When it was made.
+    message
+        The commit message.
+    inputs
+        The input partitions the commit added (their dask keys), or an empty
+        tuple for the commit that created the histogram.
+    """
+
+    snapshot_id: str
+    written_at: datetime
+    message: str
+    inputs: tuple[str, ...]
+
+
+class StoredHist:
+    """A histogram as committed in one snapshot of an icechunk repository.
+
+    Obtained from ``Hist.compute()`` or :func:`dask_hizt.open`. Reading is
+    lazy: nothing is read until a view or ``to_hist()`` is asked for.
+    """
+
+    def __init__(self, ref: RepoRef, path: str, snapshot_id: str) -> None:
+        self._ref = ref
+        self.path = path
+        self.snapshot_id = snapshot_id
+        self._session = ref.repo.readonly_session(snapshot_id=snapshot_id)
+        self._schema, self._layout = read_histogram_meta(self._session.store, path)
+
+    @property
+    def repository(self) -> icechunk.Repository:
+        """The icechunk repository holding the histogram."""
+        return self._ref.repo
+
+    @property
+    def axes(self) -> hist.axestuple.NamedAxesTuple:
+        """The axes, as ``hist`` axis objects."""
+        return hist.axestuple.NamedAxesTuple(self._schema.hist_axes())
+
+    @property
+    def storage_type(self) -> type[Any]:
+        """The boost-histogram storage class."""
+        return self._schema.storage
+
+    @property
+    def schema(self) -> Schema:
+        """Axes and storage as stored."""
+        return self._schema
+
+    @property
+    def layout(self) -> Layout:
+        """Shape and chunking of the stored arrays."""
+        return self._layout
+
+    def _field(self, name: str) -> npt.NDArray[Any]:
+        arr = zarr.open_array(self._session.store, path=f"{self.path}/{name}")
+        return np.asarray(arr[...])
+
+    def to_hist(self) -> hist.Hist:
+        """The whole histogram, flow bins included, as a ``hist.Hist``."""
+        h = self._schema.empty_hist()
+        view = h.view(flow=True)
+        fields = self._schema.spec.fields
+        if fields == ("value",):
+            view[...] = self._field("value")
+        else:
+            for name in fields:
+                view[name] = self._field(name)
+        return h
+
+    def view(self, flow: bool = False) -> Any:
+        """The bin contents, as boost-histogram's ``view``."""
+        return self.to_hist().view(flow=flow)
+
+    def values(self, flow: bool = False) -> npt.NDArray[Any]:
+        """Bin values (sums of weights, or counts)."""
+        return np.asarray(self.to_hist().values(flow=flow))
+
+    def variances(self, flow: bool = False) -> npt.NDArray[Any] | None:
+        """Bin variances (``None`` where the storage cannot give them)."""
+        out = self.to_hist().variances(flow=flow)
+        return None if out is None else np.asarray(out)
+
+    def history(self) -> list[Commit]:
+        """The commits that created and filled this histogram, newest first."""
+        out = []
+        for snap in self._ref.repo.ancestry(snapshot_id=self.snapshot_id):
+            meta: Mapping[str, Any] = (snap.metadata or {}).get(ATTR_KEY, {})
+            if meta.get("created") == self.path:
+                out.append(Commit(snap.id, snap.written_at, snap.message, ()))
+            elif self.path in meta.get("histograms", {}):
+                inputs = meta["histograms"][self.path].get("inputs", [])
+                out.append(Commit(snap.id, snap.written_at, snap.message, tuple(inputs)))
+        return out
+
+    def __repr__(self) -> str:
+        axes = ", ".join(repr(a) for a in self._schema.hist_axes())
+        return (
+            f"StoredHist({axes}, storage={self._schema.storage.__name__}(), "
+            f"path={self.path!r}, snapshot_id={self.snapshot_id!r})"
+        )
+
+
+def open(  # noqa: A001 - mirrors zarr.open / icechunk naming
+    store: Any,
+    path: str,
+    *,
+    snapshot_id: str | None = None,
+    tag: str | None = None,
+    branch: str | None = None,
+) -> StoredHist:
+    """Open a committed histogram.
+
+    Parameters
+    ----------
+    store
+        An ``icechunk.Repository`` or the path of a local repository.
+    path
+        The histogram's path in the repository.
+    snapshot_id, tag, branch
+        Which committed state to read; at most one. Default: the tip of
+        ``main``.
+    """
+    given = [x for x in (snapshot_id, tag, branch) if x is not None]
+    if len(given) > 1:
+        msg = "give at most one of snapshot_id=, tag= and branch="
+        raise StoreError(msg)
+    ref = RepoRef.from_store(store, create=False)
+    path = check_path(path)
+    repo = ref.repo
+    try:
+        if snapshot_id is not None:
+            snap = repo.lookup_snapshot(snapshot_id).id
+        elif tag is not None:
+            snap = repo.lookup_tag(tag)
+        else:
+            snap = repo.lookup_branch(branch or "main")
+    except (icechunk.IcechunkError, ValueError) as err:
+        what = (
+            f"snapshot {snapshot_id!r}" if snapshot_id is not None
+            else f"tag {tag!r}" if tag is not None
+            else f"branch {branch or 'main'!r}"
+        )
+        msg = f"{what} not found in the repository: {err}"
+        raise StoreError(msg) from err
+    return StoredHist(ref, path, str(snap))

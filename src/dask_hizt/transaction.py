@@ -1,0 +1,337 @@
+"""Repositories, sessions, forks, the one commit per compute, conflict fix-up, locks.
+
+Facts this module is built on (see docs/format.md and the design notes):
+
+* Forks of one session that wrote the same chunk merge silently, last one
+  wins; so each chunk has exactly one writer per compute.
+* A fork merged into a session based on a newer snapshot silently overwrites
+  the newer chunks; so when the branch moved while we computed, every chunk
+  that both we and the newer commits wrote is rewritten as
+  ``theirs + (ours - base)`` before committing.
+* Racing commits on local-filesystem storage can be lost although each
+  ``commit()`` reports success; so commits there hold an OS file lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import posixpath
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask.config
+import icechunk
+import numpy as np
+import zarr
+import zarr.errors
+
+from .errors import CommitError, NotAHistogramError, SchemaMismatchError, StoreError
+from .layout import Layout
+from .schema import FORMAT_VERSION, Schema
+
+__all__ = [
+    "RepoRef",
+    "check_path",
+    "commit_forks",
+    "ensure_histogram",
+    "read_histogram_meta",
+]
+
+log = logging.getLogger(__name__)
+
+ATTR_KEY = "dask_hizt"
+LOCK_NAME = ".dask_hizt.lock"
+
+
+@dataclass(frozen=True)
+class RepoRef:
+    """A picklable way to reach one icechunk repository from any process.
+
+    Parameters
+    ----------
+    repo
+        The repository (icechunk repositories pickle with their storage).
+    local_path
+        Directory of a local-filesystem repository, used for the commit lock;
+        ``None`` for object storage, whose conditional writes need no lock.
+    """
+
+    repo: icechunk.Repository
+    local_path: str | None = None
+
+    @classmethod
+    def from_store(cls, store: Any, *, create: bool = True) -> RepoRef:
+        """Resolve a ``store=`` argument: a repository, or a local directory
+        (created as a repository if it does not exist and ``create``)."""
+        if isinstance(store, RepoRef):
+            return store
+        if isinstance(store, icechunk.Repository):
+            return cls(store, _local_path_of(store))
+        if isinstance(store, str | os.PathLike):
+            text = os.fspath(store)
+            if "://" in text:
+                msg = f"store {text!r}: only local paths and icechunk.Repository objects are supported"
+                raise StoreError(msg)
+            path = Path(text).expanduser().resolve()
+            if path.exists() and not path.is_dir():
+                msg = f"store {text!r} is a file, not a repository directory"
+                raise StoreError(msg)
+            if not create and not path.exists():
+                msg = f"no repository at {text!r}"
+                raise StoreError(msg)
+            storage = icechunk.local_filesystem_storage(str(path))
+            try:
+                if create:
+                    repo = icechunk.Repository.open_or_create(storage)
+                else:
+                    repo = icechunk.Repository.open(storage)
+            except icechunk.IcechunkError as err:
+                msg = f"store {text!r} cannot be opened as an icechunk repository: {err}"
+                raise StoreError(msg) from err
+            return cls(repo, str(path))
+        msg = f"store must be a path or an icechunk.Repository, got {type(store).__name__}"
+        raise StoreError(msg)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the repository's commit lock (a no-op on object storage)."""
+        if self.local_path is None:
+            yield
+            return
+        with Path(self.local_path, LOCK_NAME).open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _local_path_of(repo: icechunk.Repository) -> str | None:
+    # icechunk exposes no accessor for the storage kind; its repr names it.
+    text = repr(repo.storage)
+    if "type: local filesystem" not in text:
+        return None
+    match = re.search(r"^path: (.+)$", text, flags=re.MULTILINE)
+    return match.group(1).strip() if match else None
+
+
+def check_path(path: str) -> str:
+    """Normalise a histogram path, refusing ones that leave their group."""
+    if not isinstance(path, str) or not path.strip("/"):
+        msg = f"path must be a non-empty string, got {path!r}"
+        raise StoreError(msg)
+    if path.startswith("/") or "\\" in path:
+        msg = f"path {path!r} must be relative (no leading '/')"
+        raise StoreError(msg)
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        msg = f"path {path!r} may not contain empty, '.' or '..' components"
+        raise StoreError(msg)
+    return posixpath.join(*parts)
+
+
+# ---------------------------------------------------------------- metadata ---
+
+
+def _group_attrs(schema: Schema, layout: Layout) -> dict[str, Any]:
+    doc = schema.to_json()
+    doc[ATTR_KEY] = {
+        "format_version": FORMAT_VERSION,
+        "fields": list(schema.spec.fields),
+        "chunks": list(layout.chunks),
+    }
+    return doc
+
+
+def read_histogram_meta(store: Any, path: str) -> tuple[Schema, Layout]:
+    """Read the schema and layout of the histogram at ``path`` in a session's store.
+
+    Raises
+    ------
+    NotAHistogramError
+        If nothing, or something that is not a dask_hizt histogram, is there.
+    SchemaMismatchError
+        If it was written by a newer version of the on-disk format.
+    """
+    try:
+        group = zarr.open_group(store, path=path, mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.ContainsArrayError) as err:
+        msg = f"no histogram at path {path!r}"
+        raise NotAHistogramError(msg) from err
+    attrs = group.attrs.asdict()
+    meta = attrs.get(ATTR_KEY)
+    if not isinstance(meta, Mapping) or "format_version" not in meta:
+        msg = f"path {path!r} holds a zarr group that is not a dask_hizt histogram"
+        raise NotAHistogramError(msg)
+    version = int(meta["format_version"])
+    if version > FORMAT_VERSION:
+        msg = (
+            f"histogram {path!r} has on-disk format version {version}, newer than this "
+            f"dask_hizt understands ({FORMAT_VERSION}); upgrade dask_hizt"
+        )
+        raise SchemaMismatchError(msg)
+    schema = Schema.from_json(attrs)
+    return schema, Layout(schema.shape, tuple(int(c) for c in meta["chunks"]))
+
+
+def ensure_histogram(ref: RepoRef, branch: str, path: str, schema: Schema) -> Layout:
+    """Create the histogram's group and arrays if missing, else check they match.
+
+    Creation is its own commit: forks can only be merged once the arrays they
+    write are committed. Returns the layout actually stored.
+    """
+    retries = int(dask.config.get("dask_hizt.commit-retries"))
+    with ref.lock():
+        for _ in range(retries):
+            session = _writable(ref, branch)
+            try:
+                stored, layout = read_histogram_meta(session.store, path)
+            except NotAHistogramError:
+                if _node_exists(session.store, path):
+                    raise
+            else:
+                schema.check_same(stored, f"histogram {path!r}")
+                return layout
+            layout = Layout.for_schema(schema)
+            _create_arrays(session.store, path, schema, layout)
+            try:
+                session.commit(
+                    f"dask_hizt: create histogram {path}",
+                    metadata={ATTR_KEY: {"created": path}},
+                    rebase_with=icechunk.ConflictDetector(),
+                )
+            except (icechunk.ConflictError, icechunk.RebaseFailedError):
+                continue  # somebody created it meanwhile: check theirs
+            return layout
+    msg = f"could not create histogram {path!r}: {retries} conflicting commits in a row"
+    raise CommitError(msg)
+
+
+def _node_exists(store: Any, path: str) -> bool:
+    try:
+        zarr.open(store, path=path, mode="r")
+    except (FileNotFoundError, zarr.errors.NodeNotFoundError):
+        return False
+    return True
+
+
+def _writable(ref: RepoRef, branch: str) -> icechunk.Session:
+    try:
+        return ref.repo.writable_session(branch)
+    except icechunk.IcechunkError as err:
+        msg = f"branch {branch!r} cannot be opened for writing: {err}"
+        raise StoreError(msg) from err
+
+
+def _create_arrays(store: Any, path: str, schema: Schema, layout: Layout) -> None:
+    root = zarr.open_group(store, mode="a")
+    group = root.require_group(path)
+    group.attrs.update(_group_attrs(schema, layout))
+    names = schema.names
+    dims = names if all(names) else None
+    for name in schema.spec.fields:
+        group.create_array(
+            name,
+            shape=layout.shape,
+            chunks=layout.chunks,
+            dtype=schema.dtype,
+            fill_value=0,
+            dimension_names=dims,
+        )
+
+
+# ------------------------------------------------------------------ commit ---
+
+
+@dataclass
+class Written:
+    """What one owner task wrote: its fork and the chunks it touched per array."""
+
+    fork: Any
+    chunks: dict[str, list[tuple[int, ...]]] = field(default_factory=dict)
+
+
+def commit_forks(
+    ref: RepoRef,
+    branch: str,
+    base: str,
+    written: Sequence[Written],
+    message: str,
+    metadata: Mapping[str, Any],
+) -> str:
+    """Merge the owners' forks and make one commit on ``branch``.
+
+    If the branch moved past ``base`` while we computed, the chunks that both
+    sides changed are rewritten additively before the commit; a commit racing
+    ours on object storage is absorbed by rebasing with a
+    :class:`icechunk.ConflictDetector`, and retried from the new tip when chunks
+    overlap. Never picks a side: that would lose counts.
+
+    Returns
+    -------
+    str
+        The new snapshot id.
+    """
+    retries = int(dask.config.get("dask_hizt.commit-retries"))
+    forks = [w.fork for w in written]
+    ours: dict[str, set[tuple[int, ...]]] = {}
+    for w in written:
+        for path, coords in w.chunks.items():
+            ours.setdefault(path, set()).update(coords)
+    with ref.lock():
+        for attempt in range(retries):
+            session = _writable(ref, branch)
+            session.merge(*forks)
+            if session.snapshot_id != base:
+                _add_theirs(ref.repo, session, base, ours)
+            try:
+                return str(
+                    session.commit(
+                        message,
+                        metadata=dict(metadata),
+                        rebase_with=icechunk.ConflictDetector(),
+                        allow_empty=True,
+                    )
+                )
+            except (icechunk.ConflictError, icechunk.RebaseFailedError) as err:
+                log.info("commit attempt %d conflicted (%s); retrying from the new tip", attempt, err)
+    msg = f"gave up committing to branch {branch!r} after {retries} conflicting attempts"
+    raise CommitError(msg)
+
+
+def _add_theirs(
+    repo: icechunk.Repository,
+    session: icechunk.Session,
+    base: str,
+    ours: Mapping[str, set[tuple[int, ...]]],
+) -> None:
+    """Rewrite chunks changed on both sides as ``theirs + (ours - base)``."""
+    tip = session.snapshot_id
+    changed = repo.diff(from_snapshot_id=base, to_snapshot_id=tip).updated_chunks
+    both: dict[str, list[tuple[int, ...]]] = {}
+    for raw, coords in changed.items():
+        path = raw.lstrip("/")
+        hit = ours.get(path, set()) & {tuple(c) for c in coords}
+        if hit:
+            both[path] = sorted(hit)
+    if not both:
+        return
+    base_store = repo.readonly_session(snapshot_id=base).store
+    tip_store = repo.readonly_session(snapshot_id=tip).store
+    for path, coords in both.items():
+        mine = zarr.open_array(session.store, path=path)
+        before = zarr.open_array(base_store, path=path)
+        theirs = zarr.open_array(tip_store, path=path)
+        for c in coords:
+            sel = tuple(
+                slice(i * s, min((i + 1) * s, n))
+                for i, s, n in zip(c, mine.chunks, mine.shape, strict=True)
+            )
+            delta = np.asarray(mine[sel]) - np.asarray(before[sel])
+            mine[sel] = np.asarray(theirs[sel]) + delta
