@@ -1,0 +1,71 @@
+"""Shared fixtures: real icechunk repositories on disk, and eager-vs-lazy comparison."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import hist
+import numpy as np
+import pytest
+
+os.environ.setdefault("ICECHUNK_LOG", "error")
+
+
+def assert_hist_equal(stored: Any, expected: hist.Hist, *, rtol: float = 0.0) -> None:
+    """Compare a StoredHist (or hist.Hist) with an eager hist.Hist, flow bins included.
+
+    Exact (``rtol=0``) unless a tolerance is given; on failure the message
+    names the differing bins.
+    """
+    got = stored.to_hist() if hasattr(stored, "to_hist") and not isinstance(stored, hist.Hist) else stored
+    assert [type(a) for a in got.axes] == [type(a) for a in expected.axes]
+    for a, b in zip(got.axes, expected.axes, strict=True):
+        assert a == b, f"axis differs: {a!r} != {b!r}"
+    assert type(got.storage_type()) is type(expected.storage_type())
+    gv, ev = np.asarray(got.view(flow=True)), np.asarray(expected.view(flow=True))
+    fields = gv.dtype.names or (None,)
+    for f in fields:
+        g = gv if f is None else gv[f]
+        e = ev if f is None else ev[f]
+        if rtol:
+            ok = np.isclose(g, e, rtol=rtol, atol=0)
+        else:
+            ok = g == e
+        if not ok.all():
+            bad = np.argwhere(~ok)[:10]
+            details = ", ".join(f"{tuple(int(i) for i in b)}: {g[tuple(b)]!r} != {e[tuple(b)]!r}" for b in bad)
+            raise AssertionError(f"{(~ok).sum()} bins of field {f or 'value'} differ (flow indices): {details}")
+
+
+@pytest.fixture
+def repo_path(tmp_path: Path) -> Path:
+    """Path of a fresh local icechunk repository (created on first use)."""
+    return tmp_path / "repo.icechunk"
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Any]:
+    """A real distributed.LocalCluster with two worker processes, bound to 127.0.0.1."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        memory_limit="4GiB",
+    ) as lc:
+        yield lc
+
+
+@pytest.fixture
+def client(cluster: Any) -> Iterator[Any]:
+    """A distributed Client on the session's LocalCluster."""
+    from distributed import Client
+
+    with Client(cluster) as c:
+        yield c
