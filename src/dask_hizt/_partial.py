@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import dask.config
+from dask.sizeof import sizeof
 import numpy as np
 import numpy.typing as npt
 
@@ -174,9 +175,8 @@ def combine(partials: Sequence[Partial], lo: int, hi: int) -> Partial:
     return merged
 
 
-def register_sizeof(sizeof: Any) -> None:
-    """Teach ``dask.sizeof`` (and so distributed's memory accounting) about partials."""
-
-    @sizeof.register(Partial)
-    def _sizeof_partial(p: Partial) -> int:
-        return p.nbytes + 64
+# Registered on import: every process that holds a Partial has unpickled this
+# module, so distributed's memory accounting sees the arrays' real size.
+@sizeof.register(Partial)
+def _sizeof_partial(p: Partial) -> int:
+    return p.nbytes + 64

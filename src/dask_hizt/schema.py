@@ -54,7 +54,10 @@ _STORAGE_BY_UHI = {spec.uhi_type: cls for cls, spec in STORAGES.items()}
 
 
 def _metadata(axis: Any) -> dict[str, Any]:
-    return {"name": str(getattr(axis, "name", "") or ""), "label": str(getattr(axis, "label", "") or "")}
+    # hist keeps name and label in the axis' __dict__; ``.label`` falls back to
+    # the name, which must not be stored as an explicit label.
+    raw = getattr(axis, "__dict__", {})
+    return {"name": str(raw.get("name", "") or ""), "label": str(raw.get("label", "") or "")}
 
 
 def axis_to_dict(axis: Any) -> dict[str, Any]:
