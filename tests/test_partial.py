@@ -1,0 +1,171 @@
+"""Partials, the fill kernel and the routing tree, without dask or storage."""
+
+from __future__ import annotations
+
+import dask.config
+import hist
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dask_hizt._fill import Arg, FillSpec, FillTask
+from dask_hizt._graph import route_and_write
+from dask_hizt._partial import Partial, combine, from_entries
+from dask_hizt.errors import FillError
+from dask_hizt.layout import Layout
+from dask_hizt.schema import Schema
+
+
+def _dense_from(p: Partial) -> np.ndarray:
+    return p.to_dense()[0]
+
+
+@given(
+    keys=st.lists(st.integers(0, 99), max_size=300),
+    fraction=st.sampled_from([0.0, 0.25, 2.0]),
+)
+def test_from_entries_sums_per_key(keys: list[int], fraction: float) -> None:
+    k = np.asarray(keys, dtype=np.int64)
+    w = np.arange(len(k), dtype=np.float64)
+    with dask.config.set({"dask_hizt.dense-fraction": fraction}):
+        counts = from_entries(0, 100, k, [None], [np.int64])
+        sums = from_entries(0, 100, k, [w], [np.float64])
+    np.testing.assert_array_equal(_dense_from(counts), np.bincount(k, minlength=100))
+    np.testing.assert_array_equal(_dense_from(sums), np.bincount(k, weights=w, minlength=100))
+    if counts.keys is not None:
+        assert np.all(np.diff(counts.keys) > 0)
+
+
+@given(
+    parts=st.lists(st.lists(st.integers(0, 63), max_size=50), min_size=1, max_size=6),
+    lo=st.integers(0, 64),
+    width=st.integers(0, 64),
+    fraction=st.sampled_from([0.0, 0.25, 2.0]),
+)
+@settings(max_examples=200)
+def test_combine_restricts_and_sums(parts: list[list[int]], lo: int, width: int, fraction: float) -> None:
+    hi = min(64, lo + width)
+    with dask.config.set({"dask_hizt.dense-fraction": fraction}):
+        partials = [from_entries(0, 64, np.asarray(p, dtype=np.int64), [None], [np.int64]) for p in parts]
+        out = combine(partials, lo, hi)
+    assert (out.lo, out.hi) == (lo, max(lo, hi))
+    everything = np.bincount(np.asarray(sum(parts, []), dtype=np.int64), minlength=64)
+    np.testing.assert_array_equal(_dense_from(out), everything[lo:hi])
+
+
+@pytest.mark.parametrize(
+    ("n_partitions", "n_owners", "split_every"),
+    [(1, 1, 8), (100, 1, 8), (1, 16, 8), (100, 16, 8), (37, 5, 3), (3, 40, 2)],
+)
+def test_routing_tree_is_bounded(n_partitions: int, n_owners: int, split_every: int) -> None:
+    class FakeOwner:
+        def __init__(self, i: int) -> None:
+            self.key_range = (i * 10, (i + 1) * 10)
+
+    dsk: dict = {("fill", i): None for i in range(n_partitions)}
+    owners = [FakeOwner(i) for i in range(n_owners)]
+    writers = route_and_write(dsk, "t", [("fill", i) for i in range(n_partitions)], owners, split_every)  # type: ignore[arg-type]
+    assert writers == [("hizt-write-t", i) for i in range(n_owners)]
+    for key, value in dsk.items():
+        if value is None:
+            continue
+        children = value[1]
+        assert 1 <= len(children) <= split_every, key
+        # every routing node covers a key range inside the full key space
+        if key[0].startswith("hizt-route"):
+            _, _, lo, hi = value
+            assert 0 <= lo < hi <= n_owners * 10
+    # each writer receives every fill partition exactly once, through one path
+    def leaves(key) -> list:
+        value = dsk[key]
+        if value is None:
+            return [key]
+        return [leaf for child in value[1] for leaf in leaves(child)]
+
+    for w in writers:
+        assert sorted(leaves(w)) == [("fill", i) for i in range(n_partitions)]
+    routing = sum(1 for k in dsk if k[0].startswith("hizt-route"))
+    levels = int(np.ceil(np.log(max(n_partitions, n_owners)) / np.log(split_every))) + 1
+    assert routing <= (n_partitions + n_owners) * levels
+
+
+def _task(axes: list, storage: hist.storage.Storage, chunk_bytes: str = "64B") -> FillTask:
+    schema = Schema.from_axes(axes, storage)
+    return FillTask(schema, Layout.for_schema(schema, chunk_bytes), ())
+
+
+def _to_hist(task: FillTask, partial: Partial) -> hist.Hist:
+    """Scatter a partial over the full key space back into a hist.Hist."""
+    layout = task.layout
+    h = task.schema.empty_hist()
+    view = h.view(flow=True)
+    dense = partial.to_dense()
+    for chunk_id in range(layout.n_chunks):
+        sel, inner = layout.chunk_region(chunk_id)
+        cs = layout.chunk_size
+        for name, values in zip(task.schema.spec.fields, dense, strict=True):
+            block = values[chunk_id * cs : (chunk_id + 1) * cs].reshape(layout.chunks)[inner]
+            if name == "value" and len(task.schema.spec.fields) == 1:
+                view[sel] = block
+            else:
+                view[name][sel] = block
+    return h
+
+
+AXES = [
+    [hist.axis.Regular(7, -2, 2, name="x")],
+    [hist.axis.Regular(7, -2, 2, name="x", underflow=False, overflow=False), hist.axis.Variable([0, 0.5, 1, 3], name="y")],
+    [hist.axis.Regular(6, -3, 3, circular=True, name="x"), hist.axis.Integer(-1, 4, name="y")],
+    [hist.axis.StrCategory(["a", "b"], name="x"), hist.axis.Integer(0, 3, name="y", underflow=False)],
+    [hist.axis.IntCategory([1, 5, 9], name="x"), hist.axis.Boolean(name="y")],
+    [hist.axis.StrCategory(["a", "b"], name="x", overflow=False), hist.axis.Variable([-1, 0, 1], name="y", overflow=False)],
+]
+
+
+def _values(axis: object, n: int, rng: np.random.Generator) -> np.ndarray:
+    if isinstance(axis, hist.axis.StrCategory):
+        return rng.choice(["a", "b", "c"], n)
+    if isinstance(axis, hist.axis.IntCategory):
+        return rng.choice([1, 5, 7, 9], n)
+    if isinstance(axis, hist.axis.Boolean):
+        return rng.integers(0, 2, n).astype(bool)
+    if isinstance(axis, hist.axis.Integer):
+        return rng.integers(-3, 6, n)
+    x = rng.normal(0, 2, n)
+    x[rng.random(n) < 0.02] = np.nan
+    x[: min(n, 3)] = [-2, 0, 2][: min(n, 3)]  # exact edges
+    return x
+
+
+@given(case=st.sampled_from(range(len(AXES))), n=st.integers(0, 400), seed=st.integers(0, 2**16),
+       storage=st.sampled_from(["Double", "Int64", "Weight"]), fraction=st.sampled_from([0.0, 0.25, 5.0]))
+@settings(max_examples=120, deadline=None)
+def test_fill_kernel_equals_eager_fill(case: int, n: int, seed: int, storage: str, fraction: float) -> None:
+    axes = AXES[case]
+    rng = np.random.default_rng(seed)
+    data = [_values(ax, n, rng) for ax in axes]
+    weight = rng.normal(1, 1, n) if storage != "Int64" else None
+    task = _task(axes, getattr(hist.storage, storage)())
+    spec = FillSpec(tuple(Arg(index=i) for i in range(len(axes))), None if weight is None else Arg(index=len(axes)))
+    task = FillTask(task.schema, task.layout, (spec,))
+    inputs = [*data, weight] if weight is not None else data
+    with dask.config.set({"dask_hizt.dense-fraction": fraction}):
+        partial = task(inputs)
+    expected = task.schema.empty_hist().fill(*data, weight=weight)
+    got = _to_hist(task, partial)
+    np.testing.assert_allclose(np.asarray(got.values(flow=True)), np.asarray(expected.values(flow=True)), rtol=1e-12)
+    if storage == "Weight":
+        np.testing.assert_allclose(got.variances(flow=True), expected.variances(flow=True), rtol=1e-12)
+
+
+def test_fill_kernel_rejects_bad_values() -> None:
+    task = _task([hist.axis.StrCategory(["a"], name="c"), hist.axis.Regular(3, 0, 1, name="x")], hist.storage.Double())
+    spec = FillSpec((Arg(index=0), Arg(index=1)), None)
+    task = FillTask(task.schema, task.layout, (spec,))
+    with pytest.raises(FillError, match="different lengths"):
+        task([np.array(["a", "a"]), np.array([0.5])], "p0")
+    with pytest.raises(FillError, match="numeric"):
+        task([np.array(["a"]), np.array(["0.5"])], "p0")
+    with pytest.raises(FillError, match="needs strings"):
+        task([np.array([1]), np.array([0.5])], "p0")
