@@ -20,7 +20,11 @@ def assert_hist_equal(stored: Any, expected: hist.Hist, *, rtol: float = 0.0) ->
     Exact (``rtol=0``) unless a tolerance is given; on failure the message
     names the differing bins.
     """
-    got = stored.to_hist() if hasattr(stored, "to_hist") and not isinstance(stored, hist.Hist) else stored
+    got = (
+        stored.to_hist()
+        if hasattr(stored, "to_hist") and not isinstance(stored, hist.Hist)
+        else stored
+    )
     assert [type(a) for a in got.axes] == [type(a) for a in expected.axes]
     for a, b in zip(got.axes, expected.axes, strict=True):
         assert a == b, f"axis differs: {a!r} != {b!r}"
@@ -30,14 +34,16 @@ def assert_hist_equal(stored: Any, expected: hist.Hist, *, rtol: float = 0.0) ->
     for f in fields:
         g = gv if f is None else gv[f]
         e = ev if f is None else ev[f]
-        if rtol:
-            ok = np.isclose(g, e, rtol=rtol, atol=0)
-        else:
-            ok = g == e
+        ok = np.isclose(g, e, rtol=rtol, atol=0) if rtol else g == e
         if not ok.all():
             bad = np.argwhere(~ok)[:10]
-            details = ", ".join(f"{tuple(int(i) for i in b)}: {g[tuple(b)]!r} != {e[tuple(b)]!r}" for b in bad)
-            raise AssertionError(f"{(~ok).sum()} bins of field {f or 'value'} differ (flow indices): {details}")
+            details = ", ".join(
+                f"{tuple(int(i) for i in b)}: {g[tuple(b)]!r} != {e[tuple(b)]!r}"
+                for b in bad
+            )
+            raise AssertionError(
+                f"{(~ok).sum()} bins of field {f or 'value'} differ (flow indices): {details}"
+            )
 
 
 @pytest.fixture

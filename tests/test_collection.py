@@ -37,7 +37,9 @@ def test_histogram_1d_from_dataframe(repo_path: Path, scheduler: str) -> None:
     df = _data()
     ddf = dd.from_pandas(df, npartitions=7)
     with dask.config.set(scheduler=scheduler):
-        stored = dh.histogram(ddf.pt, bins=50, range=(0, 200), store=repo_path, path="pt").compute()
+        stored = dh.histogram(
+            ddf.pt, bins=50, range=(0, 200), store=repo_path, path="pt"
+        ).compute()
     expected = hist.Hist(hist.axis.Regular(50, 0, 200)).fill(df.pt)
     assert_hist_equal(stored, expected)
     assert stored.storage_type is hist.storage.Double
@@ -49,16 +51,27 @@ def test_histogram_variable_bins_weights(repo_path: Path) -> None:
     ddf = dd.from_pandas(df, npartitions=4)
     edges = [0, 10, 20, 50, 100, 400]
     stored = dh.histogram(
-        ddf.pt, bins=edges, weights=ddf.w, storage=hist.storage.Weight(), store=repo_path, path="a/b/pt"
+        ddf.pt,
+        bins=edges,
+        weights=ddf.w,
+        storage=hist.storage.Weight(),
+        store=repo_path,
+        path="a/b/pt",
     ).compute()
-    expected = hist.Hist(hist.axis.Variable(edges), storage=hist.storage.Weight()).fill(df.pt, weight=df.w)
+    expected = hist.Hist(hist.axis.Variable(edges), storage=hist.storage.Weight()).fill(
+        df.pt, weight=df.w
+    )
     assert_hist_equal(stored, expected, rtol=1e-12)
     np.testing.assert_allclose(stored.variances(), expected.variances(), rtol=1e-12)
 
 
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
-@pytest.mark.parametrize("storage", [hist.storage.Double(), hist.storage.Int64(), hist.storage.Weight()])
-def test_3d_category_regular_integer(repo_path: Path, scheduler: str, storage: hist.storage.Storage) -> None:
+@pytest.mark.parametrize(
+    "storage", [hist.storage.Double(), hist.storage.Int64(), hist.storage.Weight()]
+)
+def test_3d_category_regular_integer(
+    repo_path: Path, scheduler: str, storage: hist.storage.Storage
+) -> None:
     df = _data()
     ddf = dd.from_pandas(df, npartitions=5)
     axes = (
@@ -72,7 +85,9 @@ def test_3d_category_regular_integer(repo_path: Path, scheduler: str, storage: h
     with dask.config.set(scheduler=scheduler):
         stored = h.compute()
     expected = hist.Hist(*axes, storage=storage)
-    expected.fill(dataset=df.ds, pt=df.pt, njet=df.njet, weight=df.w if weighted else None)
+    expected.fill(
+        dataset=df.ds, pt=df.pt, njet=df.njet, weight=df.w if weighted else None
+    )
     assert_hist_equal(stored, expected, rtol=0 if not weighted else 1e-12)
     # integer counts are exact, whatever the storage
     if not weighted:
@@ -82,7 +97,10 @@ def test_3d_category_regular_integer(repo_path: Path, scheduler: str, storage: h
 def test_scalar_category_and_queued_fills_share_one_commit(repo_path: Path) -> None:
     a, b = _data(seed=2), _data(seed=3)
     dda, ddb = dd.from_pandas(a, npartitions=3), dd.from_pandas(b, npartitions=3)
-    axes = (hist.axis.StrCategory(["DY", "QCD"], name="dataset"), hist.axis.Regular(30, 0, 150, name="pt"))
+    axes = (
+        hist.axis.StrCategory(["DY", "QCD"], name="dataset"),
+        hist.axis.Regular(30, 0, 150, name="pt"),
+    )
     h = dh.Hist(*axes, storage=hist.storage.Weight(), store=repo_path, path="pt_by_ds")
     assert h.fill(dataset="DY", pt=dda.pt, weight=dda.w) is h
     h.fill(dataset="QCD", pt=ddb.pt, weight=0.5)
@@ -95,7 +113,9 @@ def test_scalar_category_and_queued_fills_share_one_commit(repo_path: Path) -> N
     assert len(fills) == 1
     # the commit records the input partitions of both fills, one fill task per partition
     assert len(fills[0].inputs) == 3
-    assert all("getitem" in i or "from_pandas" in i or "-" in i for i in fills[0].inputs)
+    assert all(
+        "getitem" in i or "from_pandas" in i or "-" in i for i in fills[0].inputs
+    )
 
 
 def test_dask_array_and_numpy_inputs(repo_path: Path) -> None:
@@ -103,8 +123,13 @@ def test_dask_array_and_numpy_inputs(repo_path: Path) -> None:
     x = rng.normal(0, 1, 10_000)
     y = rng.uniform(-1, 1, 10_000)
     dx = da.from_array(x, chunks=1_500)
-    axes = (hist.axis.Regular(10, -3, 3, name="x"), hist.axis.Regular(4, -1, 1, name="y", overflow=False))
-    h = dh.Hist(*axes, store=repo_path, path="xy").fill(dx, y)  # numpy y follows dx's chunks
+    axes = (
+        hist.axis.Regular(10, -3, 3, name="x"),
+        hist.axis.Regular(4, -1, 1, name="y", overflow=False),
+    )
+    h = dh.Hist(*axes, store=repo_path, path="xy").fill(
+        dx, y
+    )  # numpy y follows dx's chunks
     (stored,) = dask.compute(h)
     assert_hist_equal(stored, hist.Hist(*axes).fill(x, y))
     # numpy only: one partition
@@ -115,10 +140,19 @@ def test_dask_array_and_numpy_inputs(repo_path: Path) -> None:
 def test_two_computes_accumulate_and_open_any_snapshot(repo_path: Path) -> None:
     x = da.random.default_rng(0).normal(5, 2, size=5_000, chunks=1_000)
     xs = x.compute()
-    h = dh.histogram(x, bins=10, range=(0, 10), storage=hist.storage.Int64(), store=repo_path, path="x")
+    h = dh.histogram(
+        x,
+        bins=10,
+        range=(0, 10),
+        storage=hist.storage.Int64(),
+        store=repo_path,
+        path="x",
+    )
     first = h.compute()
     second = h.compute()
-    once = hist.Hist(hist.axis.Regular(10, 0, 10), storage=hist.storage.Int64()).fill(xs)
+    once = hist.Hist(hist.axis.Regular(10, 0, 10), storage=hist.storage.Int64()).fill(
+        xs
+    )
     assert_hist_equal(first, once)
     assert_hist_equal(second, once + once)
     assert_hist_equal(dh.open(repo_path, "x", snapshot_id=first.snapshot_id), once)
@@ -126,14 +160,22 @@ def test_two_computes_accumulate_and_open_any_snapshot(repo_path: Path) -> None:
     repo.create_tag("v1", first.snapshot_id)
     assert_hist_equal(dh.open(repo, "x", tag="v1"), once)
     assert_hist_equal(dh.open(repo, "x", branch="main"), once + once)
-    assert [c.snapshot_id for c in second.history()][:2] == [second.snapshot_id, first.snapshot_id]
+    assert [c.snapshot_id for c in second.history()][:2] == [
+        second.snapshot_id,
+        first.snapshot_id,
+    ]
     # a new Hist object on the same path adds to what is stored
-    third = dh.histogram(x, bins=10, range=(0, 10), storage=hist.storage.Int64(), store=repo, path="x").compute()
+    third = dh.histogram(
+        x, bins=10, range=(0, 10), storage=hist.storage.Int64(), store=repo, path="x"
+    ).compute()
     assert_hist_equal(third, once + once + once)
 
 
 def test_untouched_chunks_are_not_written(repo_path: Path) -> None:
-    axes = (hist.axis.StrCategory(["a", "b", "c", "d"], name="cat"), hist.axis.Regular(10, 0, 1, name="x"))
+    axes = (
+        hist.axis.StrCategory(["a", "b", "c", "d"], name="cat"),
+        hist.axis.Regular(10, 0, 1, name="x"),
+    )
     h = dh.Hist(*axes, store=repo_path, path="h")
     x = da.random.default_rng(1).uniform(0, 1, size=1000, chunks=250)
     before = h.repository.lookup_branch("main")
@@ -146,13 +188,24 @@ def test_untouched_chunks_are_not_written(repo_path: Path) -> None:
 def test_many_chunks_and_owners(repo_path: Path) -> None:
     rng = np.random.default_rng(7)
     x, y = rng.normal(0, 1, 30_000), rng.normal(0, 1, 30_000)
-    axes = (hist.axis.Regular(200, -4, 4, name="x"), hist.axis.Regular(100, -4, 4, name="y"))
-    with dask.config.set({"dask_hizt.chunk-bytes": "2KiB", "dask_hizt.owners": 5, "dask_hizt.split-every": 3}):
+    axes = (
+        hist.axis.Regular(200, -4, 4, name="x"),
+        hist.axis.Regular(100, -4, 4, name="y"),
+    )
+    with dask.config.set(
+        {
+            "dask_hizt.chunk-bytes": "2KiB",
+            "dask_hizt.owners": 5,
+            "dask_hizt.split-every": 3,
+        }
+    ):
         h = dh.Hist(*axes, store=repo_path, path="xy")
         h.fill(da.from_array(x, chunks=3_000), da.from_array(y, chunks=3_000))
         graph = dict(h.__dask_graph__())
         stored = h.compute()
     assert stored.layout.n_chunks > 50
-    writers = [k for k in graph if isinstance(k, tuple) and str(k[0]).startswith("hizt-write")]
+    writers = [
+        k for k in graph if isinstance(k, tuple) and str(k[0]).startswith("hizt-write")
+    ]
     assert len(writers) == 5
     assert_hist_equal(stored, hist.Hist(*axes).fill(x, y))

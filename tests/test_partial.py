@@ -32,7 +32,9 @@ def test_from_entries_sums_per_key(keys: list[int], fraction: float) -> None:
         counts = from_entries(0, 100, k, [None], [np.int64])
         sums = from_entries(0, 100, k, [w], [np.float64])
     np.testing.assert_array_equal(_dense_from(counts), np.bincount(k, minlength=100))
-    np.testing.assert_array_equal(_dense_from(sums), np.bincount(k, weights=w, minlength=100))
+    np.testing.assert_array_equal(
+        _dense_from(sums), np.bincount(k, weights=w, minlength=100)
+    )
     if counts.keys is not None:
         assert np.all(np.diff(counts.keys) > 0)
 
@@ -44,13 +46,20 @@ def test_from_entries_sums_per_key(keys: list[int], fraction: float) -> None:
     fraction=st.sampled_from([0.0, 0.25, 2.0]),
 )
 @settings(max_examples=200)
-def test_combine_restricts_and_sums(parts: list[list[int]], lo: int, width: int, fraction: float) -> None:
+def test_combine_restricts_and_sums(
+    parts: list[list[int]], lo: int, width: int, fraction: float
+) -> None:
     hi = min(64, lo + width)
     with dask.config.set({"dask_hizt.dense-fraction": fraction}):
-        partials = [from_entries(0, 64, np.asarray(p, dtype=np.int64), [None], [np.int64]) for p in parts]
+        partials = [
+            from_entries(0, 64, np.asarray(p, dtype=np.int64), [None], [np.int64])
+            for p in parts
+        ]
         out = combine(partials, lo, hi)
     assert (out.lo, out.hi) == (lo, max(lo, hi))
-    everything = np.bincount(np.asarray(sum(parts, []), dtype=np.int64), minlength=64)
+    everything = np.bincount(
+        np.asarray([k for p in parts for k in p], dtype=np.int64), minlength=64
+    )
     np.testing.assert_array_equal(_dense_from(out), everything[lo:hi])
 
 
@@ -58,14 +67,18 @@ def test_combine_restricts_and_sums(parts: list[list[int]], lo: int, width: int,
     ("n_partitions", "n_owners", "split_every"),
     [(1, 1, 8), (100, 1, 8), (1, 16, 8), (100, 16, 8), (37, 5, 3), (3, 40, 2)],
 )
-def test_routing_tree_is_bounded(n_partitions: int, n_owners: int, split_every: int) -> None:
+def test_routing_tree_is_bounded(
+    n_partitions: int, n_owners: int, split_every: int
+) -> None:
     class FakeOwner:
         def __init__(self, i: int) -> None:
             self.key_range = (i * 10, (i + 1) * 10)
 
     dsk: dict = {("fill", i): None for i in range(n_partitions)}
     owners = [FakeOwner(i) for i in range(n_owners)]
-    writers = route_and_write(dsk, "t", [("fill", i) for i in range(n_partitions)], owners, split_every)  # type: ignore[arg-type]
+    writers = route_and_write(
+        dsk, "t", [("fill", i) for i in range(n_partitions)], owners, split_every
+    )  # type: ignore[arg-type]
     assert writers == [("hizt-write-t", i) for i in range(n_owners)]
     for key, value in dsk.items():
         if value is None:
@@ -76,6 +89,7 @@ def test_routing_tree_is_bounded(n_partitions: int, n_owners: int, split_every: 
         if key[0].startswith("hizt-route"):
             _, _, lo, hi = value
             assert 0 <= lo < hi <= n_owners * 10
+
     # each writer receives every fill partition exactly once, through one path
     def leaves(key) -> list:
         value = dsk[key]
@@ -90,7 +104,9 @@ def test_routing_tree_is_bounded(n_partitions: int, n_owners: int, split_every: 
     assert routing <= (n_partitions + n_owners) * levels
 
 
-def _task(axes: list, storage: hist.storage.Storage, chunk_bytes: str = "64B") -> FillTask:
+def _task(
+    axes: list, storage: hist.storage.Storage, chunk_bytes: str = "64B"
+) -> FillTask:
     schema = Schema.from_axes(axes, storage)
     return FillTask(schema, Layout.for_schema(schema, chunk_bytes), ())
 
@@ -105,7 +121,9 @@ def _to_hist(task: FillTask, partial: Partial) -> hist.Hist:
         sel, inner = layout.chunk_region(chunk_id)
         cs = layout.chunk_size
         for name, values in zip(task.schema.spec.fields, dense, strict=True):
-            block = values[chunk_id * cs : (chunk_id + 1) * cs].reshape(layout.chunks)[inner]
+            block = values[chunk_id * cs : (chunk_id + 1) * cs].reshape(layout.chunks)[
+                inner
+            ]
             if name == "value" and len(task.schema.spec.fields) == 1:
                 view[sel] = block
             else:
@@ -115,11 +133,23 @@ def _to_hist(task: FillTask, partial: Partial) -> hist.Hist:
 
 AXES = [
     [hist.axis.Regular(7, -2, 2, name="x")],
-    [hist.axis.Regular(7, -2, 2, name="x", underflow=False, overflow=False), hist.axis.Variable([0, 0.5, 1, 3], name="y")],
-    [hist.axis.Regular(6, -3, 3, circular=True, name="x"), hist.axis.Integer(-1, 4, name="y")],
-    [hist.axis.StrCategory(["a", "b"], name="x"), hist.axis.Integer(0, 3, name="y", underflow=False)],
+    [
+        hist.axis.Regular(7, -2, 2, name="x", underflow=False, overflow=False),
+        hist.axis.Variable([0, 0.5, 1, 3], name="y"),
+    ],
+    [
+        hist.axis.Regular(6, -3, 3, circular=True, name="x"),
+        hist.axis.Integer(-1, 4, name="y"),
+    ],
+    [
+        hist.axis.StrCategory(["a", "b"], name="x"),
+        hist.axis.Integer(0, 3, name="y", underflow=False),
+    ],
     [hist.axis.IntCategory([1, 5, 9], name="x"), hist.axis.Boolean(name="y")],
-    [hist.axis.StrCategory(["a", "b"], name="x", overflow=False), hist.axis.Variable([-1, 0, 1], name="y", overflow=False)],
+    [
+        hist.axis.StrCategory(["a", "b"], name="x", overflow=False),
+        hist.axis.Variable([-1, 0, 1], name="y", overflow=False),
+    ],
 ]
 
 
@@ -138,29 +168,48 @@ def _values(axis: object, n: int, rng: np.random.Generator) -> np.ndarray:
     return x
 
 
-@given(case=st.sampled_from(range(len(AXES))), n=st.integers(0, 400), seed=st.integers(0, 2**16),
-       storage=st.sampled_from(["Double", "Int64", "Weight"]), fraction=st.sampled_from([0.0, 0.25, 5.0]))
+@given(
+    case=st.sampled_from(range(len(AXES))),
+    n=st.integers(0, 400),
+    seed=st.integers(0, 2**16),
+    storage=st.sampled_from(["Double", "Int64", "Weight"]),
+    fraction=st.sampled_from([0.0, 0.25, 5.0]),
+)
 @settings(max_examples=120, deadline=None)
-def test_fill_kernel_equals_eager_fill(case: int, n: int, seed: int, storage: str, fraction: float) -> None:
+def test_fill_kernel_equals_eager_fill(
+    case: int, n: int, seed: int, storage: str, fraction: float
+) -> None:
     axes = AXES[case]
     rng = np.random.default_rng(seed)
     data = [_values(ax, n, rng) for ax in axes]
     weight = rng.normal(1, 1, n) if storage != "Int64" else None
     task = _task(axes, getattr(hist.storage, storage)())
-    spec = FillSpec(tuple(Arg(index=i) for i in range(len(axes))), None if weight is None else Arg(index=len(axes)))
+    spec = FillSpec(
+        tuple(Arg(index=i) for i in range(len(axes))),
+        None if weight is None else Arg(index=len(axes)),
+    )
     task = FillTask(task.schema, task.layout, (spec,))
     inputs = [*data, weight] if weight is not None else data
     with dask.config.set({"dask_hizt.dense-fraction": fraction}):
         partial = task(inputs)
     expected = task.schema.empty_hist().fill(*data, weight=weight)
     got = _to_hist(task, partial)
-    np.testing.assert_allclose(np.asarray(got.values(flow=True)), np.asarray(expected.values(flow=True)), rtol=1e-12)
+    np.testing.assert_allclose(
+        np.asarray(got.values(flow=True)),
+        np.asarray(expected.values(flow=True)),
+        rtol=1e-12,
+    )
     if storage == "Weight":
-        np.testing.assert_allclose(got.variances(flow=True), expected.variances(flow=True), rtol=1e-12)
+        np.testing.assert_allclose(
+            got.variances(flow=True), expected.variances(flow=True), rtol=1e-12
+        )
 
 
 def test_fill_kernel_rejects_bad_values() -> None:
-    task = _task([hist.axis.StrCategory(["a"], name="c"), hist.axis.Regular(3, 0, 1, name="x")], hist.storage.Double())
+    task = _task(
+        [hist.axis.StrCategory(["a"], name="c"), hist.axis.Regular(3, 0, 1, name="x")],
+        hist.storage.Double(),
+    )
     spec = FillSpec((Arg(index=0), Arg(index=1)), None)
     task = FillTask(task.schema, task.layout, (spec,))
     with pytest.raises(FillError, match="different lengths"):

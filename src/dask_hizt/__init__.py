@@ -10,9 +10,9 @@ from importlib.metadata import version as _version
 
 __version__ = _version("dask-hizt")
 
-from . import config as _config  # noqa: E402  (registers dask.config defaults)
-from .collection import Hist, histogram  # noqa: E402
-from .errors import (  # noqa: E402
+from . import config as _config
+from .collection import Hist, histogram
+from .errors import (
     CommitError,
     FillError,
     HiztError,
@@ -22,7 +22,7 @@ from .errors import (  # noqa: E402
     UnsupportedAxisError,
     UnsupportedStorageError,
 )
-from .stored import Commit, StoredHist, open  # noqa: E402
+from .stored import Commit, StoredHist, open
 
 del _config
 

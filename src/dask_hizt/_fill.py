@@ -88,7 +88,10 @@ def _axis_indices(
         raise FillError(msg)
     if kind == "boolean":
         return values.astype(bool).astype(np.intp), None
-    if spec.get("writer_info", {}).get("dask_hizt", {}).get("kind") == "integer" and values.dtype.kind == "f":
+    if (
+        spec.get("writer_info", {}).get("dask_hizt", {}).get("kind") == "integer"
+        and values.dtype.kind == "f"
+    ):
         msg = f"axis {name!r} is an Integer axis and needs integer values, got dtype {values.dtype}"
         raise FillError(msg)
     idx = np.asarray(axis.index(values), dtype=np.intp)
@@ -98,7 +101,9 @@ def _axis_indices(
     return idx, (None if ok.all() else ok)
 
 
-def _one_fill(task: FillTask, spec: FillSpec, inputs: Sequence[Any], partition: str) -> Partial:
+def _one_fill(
+    task: FillTask, spec: FillSpec, inputs: Sequence[Any], partition: str
+) -> Partial:
     schema, layout = task.schema, task.layout
     axes = schema.hist_axes()
     names = [n or f"#{i}" for i, n in enumerate(schema.names)]
@@ -109,25 +114,36 @@ def _one_fill(task: FillTask, spec: FillSpec, inputs: Sequence[Any], partition: 
             arrays[name] = _as_1d(inputs[arg.index], f"axis {name!r}", partition)
     weight: npt.NDArray[np.float64] | None = None
     if spec.weight is not None and spec.weight.index is not None:
-        weight = _as_1d(inputs[spec.weight.index], "weight", partition).astype(np.float64, copy=False)
+        weight = _as_1d(inputs[spec.weight.index], "weight", partition).astype(
+            np.float64, copy=False
+        )
     lengths = {k: len(v) for k, v in arrays.items()}
     if weight is not None:
         lengths["weight"] = len(weight)
     if len(set(lengths.values())) > 1:
-        msg = f"fill arguments have different lengths in partition {partition}: {lengths}"
+        msg = (
+            f"fill arguments have different lengths in partition {partition}: {lengths}"
+        )
         raise FillError(msg)
     n = next(iter(lengths.values())) if lengths else 1
 
     indices: list[npt.NDArray[np.intp]] = []
     mask: npt.NDArray[np.bool_] | None = None
-    for name, arg, axis, ax_spec in zip(names, spec.axes, axes, schema.axes, strict=True):
+    for name, arg, axis, ax_spec in zip(
+        names, spec.axes, axes, schema.axes, strict=True
+    ):
         if arg.index is not None:
             idx, ok = _axis_indices(axis, ax_spec, arrays[name], name)
         else:
             one, ok1 = _axis_indices(axis, ax_spec, np.asarray([arg.value]), name)
             if ok1 is not None and not ok1[0]:
                 # The scalar lands in no bin (no flow bin to take it): nothing is counted.
-                return Partial(0, layout.n_keys, np.empty(0, np.int64), tuple(np.empty(0, schema.dtype) for _ in schema.spec.fields))
+                return Partial(
+                    0,
+                    layout.n_keys,
+                    np.empty(0, np.int64),
+                    tuple(np.empty(0, schema.dtype) for _ in schema.spec.fields),
+                )
             idx, ok = np.full(n, one[0], dtype=np.intp), None
         indices.append(idx)
         if ok is not None:
@@ -143,13 +159,18 @@ def _one_fill(task: FillTask, spec: FillSpec, inputs: Sequence[Any], partition: 
         weight = np.full(m, float(spec.weight.value))
     dtypes = [schema.dtype] * len(schema.spec.fields)
     if schema.spec.uhi_type == "weighted":
-        weights: list[npt.NDArray[Any] | None] = [weight, None if weight is None else weight * weight]
+        weights: list[npt.NDArray[Any] | None] = [
+            weight,
+            None if weight is None else weight * weight,
+        ]
     else:
         weights = [weight]
     return from_entries(0, layout.n_keys, keys, weights, dtypes)
 
 
-def fill_partition(task: FillTask, inputs: Sequence[Any], partition: str = "") -> Partial:
+def fill_partition(
+    task: FillTask, inputs: Sequence[Any], partition: str = ""
+) -> Partial:
     """Fill every queued fill from one partition into one partial over all keys."""
     parts = [_one_fill(task, spec, inputs, partition) for spec in task.fills]
     return combine(parts, 0, task.layout.n_keys)

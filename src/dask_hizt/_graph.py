@@ -18,8 +18,11 @@ the whole histogram, and the graph grows like P x levels + O x log(P).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Hashable, Sequence
+from itertools import pairwise
 from typing import Any
+
+import dask.config
 
 from ._fill import FillTask
 from ._partial import combine
@@ -66,7 +69,7 @@ def route_and_write(
         for ri, (o0, o1) in enumerate(ranges):
             pieces = min(f, o1 - o0)
             bounds = [o0 + (o1 - o0) * j // pieces for j in range(pieces + 1)]
-            for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            for a, b in pairwise(bounds):
                 new_ranges.append((a, b))
                 parent.append(ri)
         new_groups = math.ceil(n_groups / f)
@@ -74,7 +77,10 @@ def route_and_write(
         new_nodes: dict[tuple[int, int], Key] = {}
         for nri, (o0, o1) in enumerate(new_ranges):
             for ng in range(new_groups):
-                children = [nodes[(parent[nri], g)] for g in range(ng * f, min((ng + 1) * f, n_groups))]
+                children = [
+                    nodes[(parent[nri], g)]
+                    for g in range(ng * f, min((ng + 1) * f, n_groups))
+                ]
                 if final:
                     key: Key = (f"hizt-write-{token}", o0)
                     dsk[key] = (owners[o0], children)
@@ -111,8 +117,6 @@ def compute_graph(
     commit
         ``(repo, branch, base snapshot, message, metadata)`` of the commit.
     """
-    import dask.config
-
     dsk: dict[Key, Any] = {}
     fill_keys = []
     for i, (fill_task, inputs) in enumerate(partitions):

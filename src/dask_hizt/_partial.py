@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import dask.config
-from dask.sizeof import sizeof
 import numpy as np
 import numpy.typing as npt
+from dask.sizeof import sizeof
 
 __all__ = ["Partial", "combine", "from_entries"]
 
@@ -105,7 +105,11 @@ def _finish(lo: int, hi: int, fields: tuple[Array, ...]) -> Partial:
 
 
 def from_entries(
-    lo: int, hi: int, keys: npt.NDArray[np.int64], weights: Sequence[Array | None], dtypes: Sequence[Any]
+    lo: int,
+    hi: int,
+    keys: npt.NDArray[np.int64],
+    weights: Sequence[Array | None],
+    dtypes: Sequence[Any],
 ) -> Partial:
     """Sum per-entry contributions into a partial.
 
@@ -141,7 +145,11 @@ def from_entries(
             counts = np.diff(np.r_[starts, len(skeys)])
             out.append(counts.astype(dt))
         else:
-            out.append(np.add.reduceat(w[order], starts).astype(dt, copy=False) if len(starts) else np.empty(0, dt))
+            out.append(
+                np.add.reduceat(w[order], starts).astype(dt, copy=False)
+                if len(starts)
+                else np.empty(0, dt)
+            )
     return Partial(lo, hi, skeys[starts], tuple(out))
 
 
@@ -161,7 +169,7 @@ def combine(partials: Sequence[Partial], lo: int, hi: int) -> Partial:
         for p in parts:
             if p.keys is None:
                 for o, f in zip(out, p.fields, strict=True):
-                    o += f
+                    np.add(o, f, out=o)
             else:
                 local = p.keys - lo
                 # Keys are unique within one partial, so fancy-index add is exact.
@@ -171,12 +179,11 @@ def combine(partials: Sequence[Partial], lo: int, hi: int) -> Partial:
     keys = np.concatenate([p.keys for p in parts if p.keys is not None])
     n_fields = len(parts[0].fields)
     values = [np.concatenate([p.fields[i] for p in parts]) for i in range(n_fields)]
-    merged = from_entries(lo, hi, keys, values, [v.dtype for v in values])
-    return merged
+    return from_entries(lo, hi, keys, values, [v.dtype for v in values])
 
 
 # Registered on import: every process that holds a Partial has unpickled this
 # module, so distributed's memory accounting sees the arrays' real size.
-@sizeof.register(Partial)
+@sizeof.register(Partial)  # type: ignore[untyped-decorator]
 def _sizeof_partial(p: Partial) -> int:
     return p.nbytes + 64

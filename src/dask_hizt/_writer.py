@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import dask.config
 import numpy as np
+import numpy.typing as npt
 import zarr
+import zarr.api.asynchronous
+from zarr.core.sync import sync
 
 from ._partial import Partial, combine
 from .layout import Layout
@@ -44,17 +49,35 @@ class Owner:
         touched = _touched_chunks(total, self.layout.chunk_size)
         if not len(touched):
             return Written(fork, {})
-        arrays = [zarr.open_array(fork.store, path=f"{self.path}/{f}") for f in self.fields]
-        cs = self.layout.chunk_size
-        coords = []
-        for chunk_id in touched:
-            block = total.restrict(int(chunk_id) * cs, (int(chunk_id) + 1) * cs)
-            selection, inner = self.layout.chunk_region(int(chunk_id))
-            for arr, values in zip(arrays, block.to_dense(), strict=True):
-                delta = values.reshape(self.layout.chunks)[inner]
-                arr[selection] = arr[selection] + delta
-            coords.append(self.layout.chunk_coords(int(chunk_id)))
+        coords = [self.layout.chunk_coords(int(c)) for c in touched]
+        sync(self._write(fork, total, touched))
         return Written(fork, {f"{self.path}/{f}": coords for f in self.fields})
+
+    async def _write(
+        self, fork: Any, total: Partial, touched: npt.NDArray[np.int64]
+    ) -> None:
+        """Read-add-write every touched chunk of every field, many at a time."""
+        arrays = [
+            await zarr.api.asynchronous.open_array(
+                store=fork.store, path=f"{self.path}/{f}"
+            )
+            for f in self.fields
+        ]
+        cs = self.layout.chunk_size
+        limit = asyncio.Semaphore(int(dask.config.get("dask_hizt.write-concurrency")))
+
+        async def one(arr: Any, chunk_id: int, field: int) -> None:
+            block = total.restrict(chunk_id * cs, (chunk_id + 1) * cs).to_dense()[field]
+            selection, inner = self.layout.chunk_region(chunk_id)
+            async with limit:
+                old = await arr.getitem(selection)
+                await arr.setitem(
+                    selection, old + block.reshape(self.layout.chunks)[inner]
+                )
+
+        await asyncio.gather(
+            *(one(arr, int(c), i) for i, arr in enumerate(arrays) for c in touched)
+        )
 
 
 def _touched_chunks(p: Partial, chunk_size: int) -> np.ndarray[Any, np.dtype[np.int64]]:

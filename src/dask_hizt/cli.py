@@ -59,8 +59,10 @@ def demo(args: argparse.Namespace) -> int:
             path="demo/pt_eta",
         )
         h.fill(dataset=ddf.dataset, pt=ddf.pt, eta=ddf.eta, weight=ddf.weight)
-        print(f"filling {per * args.partitions:,} events from {args.partitions} partitions ...")
-        stored = h.compute()
+        print(
+            f"filling {per * args.partitions:,} events from {args.partitions} partitions ..."
+        )
+        stored = h.compute()  # type: ignore[no-untyped-call]
 
     result = stored.to_hist()
     print(result)
@@ -69,7 +71,9 @@ def demo(args: argparse.Namespace) -> int:
     print(f"\nhistory of {stored.path!r}:")
     for commit in stored.history():
         what = f"{len(commit.inputs)} input partitions" if commit.inputs else "created"
-        print(f"  {commit.snapshot_id}  {commit.written_at:%Y-%m-%d %H:%M:%S}  {commit.message}  ({what})")
+        print(
+            f"  {commit.snapshot_id}  {commit.written_at:%Y-%m-%d %H:%M:%S}  {commit.message}  ({what})"
+        )
     return 0
 
 
@@ -93,11 +97,29 @@ def _parser() -> argparse.ArgumentParser:
         description="Dask-native histograms stored in icechunk repositories.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="fill a demo histogram on a LocalCluster and show it")
-    p.add_argument("--store", default="hizt-demo.icechunk", help="local repository (default: %(default)s)")
-    p.add_argument("--events", type=int, default=2_000_000, help="number of events (default: %(default)s)")
-    p.add_argument("--partitions", type=int, default=20, help="number of partitions (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=2, help="worker processes (default: %(default)s)")
+    p = sub.add_parser(
+        "demo", help="fill a demo histogram on a LocalCluster and show it"
+    )
+    p.add_argument(
+        "--store",
+        default="hizt-demo.icechunk",
+        help="local repository (default: %(default)s)",
+    )
+    p.add_argument(
+        "--events",
+        type=int,
+        default=2_000_000,
+        help="number of events (default: %(default)s)",
+    )
+    p.add_argument(
+        "--partitions",
+        type=int,
+        default=20,
+        help="number of partitions (default: %(default)s)",
+    )
+    p.add_argument(
+        "--workers", type=int, default=2, help="worker processes (default: %(default)s)"
+    )
     p.set_defaults(func=demo)
     return parser
 

@@ -30,7 +30,13 @@ from ._writer import Owner
 from .errors import FillError, UnsupportedStorageError
 from .schema import Schema
 from .stored import StoredHist
-from .transaction import ATTR_KEY, RepoRef, check_path, ensure_histogram, read_histogram_meta
+from .transaction import (
+    ATTR_KEY,
+    RepoRef,
+    check_path,
+    ensure_histogram,
+    read_histogram_meta,
+)
 
 __all__ = ["Hist", "histogram"]
 
@@ -86,12 +92,16 @@ def _source(value: Any, what: str) -> _Source:
         msg = f"{what}: unsupported dask collection {type(value).__name__}"
         raise FillError(msg)
     if _is_scalar(value):
-        return _Source(value=value.item() if isinstance(value, np.generic | np.ndarray) else value)
+        return _Source(
+            value=value.item() if isinstance(value, np.generic | np.ndarray) else value
+        )
     arr = np.asarray(value)
     if arr.ndim != 1:
         msg = f"{what}: arrays must be one-dimensional, got shape {arr.shape}"
         raise FillError(msg)
-    return _Source(collection=arr)  # turned into a dask array once partitioning is known
+    return _Source(
+        collection=arr
+    )  # turned into a dask array once partitioning is known
 
 
 class Hist(DaskMethodsMixin):
@@ -188,7 +198,9 @@ class Hist(DaskMethodsMixin):
         given: dict[int, Any] = dict(enumerate(args))
         for key, value in kwargs.items():
             if key not in names or not key:
-                msg = f"fill got an unknown axis name {key!r}; the axes are {list(names)}"
+                msg = (
+                    f"fill got an unknown axis name {key!r}; the axes are {list(names)}"
+                )
                 raise FillError(msg)
             i = names.index(key)
             if i in given:
@@ -261,7 +273,11 @@ class _Plan:
 
 
 def _fill_token(fill: _Fill) -> str:
-    parts = [s.collection if s.partitioned else ("scalar", s.value) for s in (*fill.axes, fill.weight) if s is not None]
+    parts = [
+        s.collection if s.partitioned else ("scalar", s.value)
+        for s in (*fill.axes, fill.weight)
+        if s is not None
+    ]
     return tokenize(*parts)
 
 
@@ -276,10 +292,16 @@ def _align(fill: _Fill) -> _Fill:
             if _npartitions(c) != n:
                 msg = f"fill arguments are partitioned differently: {n} and {_npartitions(c)} partitions"
                 raise FillError(msg)
-            if isinstance(c, da.Array) and isinstance(ref, da.Array) and c.chunks != ref.chunks:
+            if (
+                isinstance(c, da.Array)
+                and isinstance(ref, da.Array)
+                and c.chunks != ref.chunks
+            ):
                 msg = f"fill arguments are chunked differently: {ref.chunks[0]} and {c.chunks[0]}"
                 raise FillError(msg)
-            known = getattr(c, "known_divisions", False) and getattr(ref, "known_divisions", False)
+            known = getattr(c, "known_divisions", False) and getattr(
+                ref, "known_divisions", False
+            )
             if known and tuple(c.divisions) != tuple(ref.divisions):
                 msg = "fill arguments have different divisions; align them (e.g. take both columns from one DataFrame)"
                 raise FillError(msg)
@@ -330,7 +352,9 @@ def _build_plan(h: Hist, token: str) -> _Plan:
         keys_per_arg: list[list[Key]] = []
         slot = 0
 
-        def arg(s: _Source | None, keys_per_arg: list[list[Key]] = keys_per_arg) -> Arg | None:
+        def arg(
+            s: _Source | None, keys_per_arg: list[list[Key]] = keys_per_arg
+        ) -> Arg | None:
             nonlocal slot
             if s is None:
                 return None
@@ -378,8 +402,10 @@ def _build_plan(h: Hist, token: str) -> _Plan:
         }
     }
     message = f"dask_hizt: fill {path} from {len(partitions)} partitions"
-    dsk = compute_graph(name, token, partitions, owners, (ref, branch, base, message, metadata))
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=inputs)
+    dsk = compute_graph(
+        name, token, partitions, owners, (ref, branch, base, message, metadata)
+    )
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=inputs)  # type: ignore[arg-type]
     return _Plan(name, graph)
 
 
@@ -395,7 +421,7 @@ def _finalize(results: Sequence[Any], ref: RepoRef, path: str) -> StoredHist:
 def histogram(
     x: Any,
     bins: int | Sequence[float] = 10,
-    range: tuple[float, float] | None = None,  # noqa: A002 - NumPy's name
+    range: tuple[float, float] | None = None,
     weights: Any = None,
     *,
     storage: bh.storage.Storage | None = None,
@@ -433,4 +459,3 @@ def histogram(
         axis = hist.axis.Variable(list(bins), name="")
     h = Hist(axis, storage=storage, store=store, path=path, branch=branch)
     return h.fill(x, weight=weights)
-

@@ -13,11 +13,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import dask.config
 import numpy as np
 import numpy.typing as npt
+from dask.utils import parse_bytes
 
 from .schema import Schema
 
@@ -27,8 +29,6 @@ _CATEGORY_TYPES = frozenset({"category_str", "category_int", "boolean"})
 
 
 def _parse_bytes(value: Any) -> int:
-    from dask.utils import parse_bytes
-
     return int(parse_bytes(value))
 
 
@@ -94,7 +94,9 @@ class Layout:
         keys = np.zeros(len(indices[0]) if len(indices) else 0, dtype=np.int64)
         grid_stride = self.chunk_size
         local_stride = 1
-        for idx, c, g in zip(reversed(indices), reversed(self.chunks), reversed(grid), strict=True):
+        for idx, c, g in zip(
+            reversed(indices), reversed(self.chunks), reversed(grid), strict=True
+        ):
             idx64 = idx.astype(np.int64, copy=False)
             if g == 1:
                 keys += idx64 * local_stride
@@ -111,7 +113,9 @@ class Layout:
         """Grid coordinates of a chunk from its linear index."""
         return tuple(int(i) for i in np.unravel_index(chunk_id, self.grid))
 
-    def chunk_region(self, chunk_id: int) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    def chunk_region(
+        self, chunk_id: int
+    ) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
         """Where a chunk lies in the array, and which part of a full block is inside it.
 
         Returns
@@ -136,7 +140,7 @@ class Layout:
         """Split the chunks into ``n_owners`` contiguous runs ``[first, stop)``."""
         n_owners = max(1, min(n_owners, self.n_chunks))
         bounds = np.linspace(0, self.n_chunks, n_owners + 1).round().astype(int)
-        return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        return [(int(a), int(b)) for a, b in pairwise(bounds)]
 
     def default_owners(self, itemsize_all_fields: int) -> int:
         """Owner count: ``dask_hizt.owners`` or, when ``"auto"``, one owner per

@@ -57,7 +57,10 @@ def _metadata(axis: Any) -> dict[str, Any]:
     # hist keeps name and label in the axis' __dict__; ``.label`` falls back to
     # the name, which must not be stored as an explicit label.
     raw = getattr(axis, "__dict__", {})
-    return {"name": str(raw.get("name", "") or ""), "label": str(raw.get("label", "") or "")}
+    return {
+        "name": str(raw.get("name", "") or ""),
+        "label": str(raw.get("label", "") or ""),
+    }
 
 
 def axis_to_dict(axis: Any) -> dict[str, Any]:
@@ -110,7 +113,7 @@ def axis_to_dict(axis: Any) -> dict[str, Any]:
     elif isinstance(axis, bh.axis.IntCategory):
         out = {
             "type": "category_int",
-            "categories": [int(c) for c in axis],
+            "categories": [int(c) for c in axis],  # type: ignore[arg-type]
             "flow": bool(traits.overflow),
         }
     elif isinstance(axis, bh.axis.StrCategory):
@@ -133,7 +136,10 @@ def axis_from_dict(data: Mapping[str, Any]) -> Any:
     label = meta.pop("label", "") or ""
     kind = data["type"]
     axis: Any
-    if kind == "regular" and data.get("writer_info", {}).get("dask_hizt", {}).get("kind") == "integer":
+    if (
+        kind == "regular"
+        and data.get("writer_info", {}).get("dask_hizt", {}).get("kind") == "integer"
+    ):
         axis = hist.axis.Integer(
             int(data["lower"]),
             int(data["upper"]),
@@ -179,14 +185,15 @@ def axis_from_dict(data: Mapping[str, Any]) -> Any:
     return axis
 
 
-def _storage_class(storage: bh.storage.Storage | type[bh.storage.Storage]) -> type[bh.storage.Storage]:
+def _storage_class(
+    storage: bh.storage.Storage | type[bh.storage.Storage],
+) -> type[bh.storage.Storage]:
     cls = storage if isinstance(storage, type) else type(storage)
     for known in STORAGES:
         if issubclass(cls, known):
             return known
-    msg = (
-        f"storage {cls.__name__} is not supported; use one of "
-        + ", ".join(c.__name__ for c in STORAGES)
+    msg = f"storage {cls.__name__} is not supported; use one of " + ", ".join(
+        c.__name__ for c in STORAGES
     )
     raise UnsupportedStorageError(msg)
 
@@ -216,7 +223,9 @@ class Schema:
         if not axes:
             msg = "a histogram needs at least one axis"
             raise UnsupportedAxisError(msg)
-        storage_cls = _storage_class(storage if storage is not None else bh.storage.Double())
+        storage_cls = _storage_class(
+            storage if storage is not None else bh.storage.Double()
+        )
         described = tuple(axis_to_dict(ax) for ax in axes)
         names = [d["metadata"]["name"] for d in described if d["metadata"]["name"]]
         if len(set(names)) != len(names):
@@ -238,7 +247,7 @@ class Schema:
         """Fresh ``hist`` axis objects."""
         return tuple(axis_from_dict(a) for a in self.axes)
 
-    def empty_hist(self) -> hist.Hist:
+    def empty_hist(self) -> hist.Hist:  # type: ignore[type-arg]
         """An empty ``hist.Hist`` with these axes and this storage."""
         return hist.Hist(*self.hist_axes(), storage=self.storage())
 

@@ -87,10 +87,10 @@ class StoredHist:
         arr = zarr.open_array(self._session.store, path=f"{self.path}/{name}")
         return np.asarray(arr[...])
 
-    def to_hist(self) -> hist.Hist:
+    def to_hist(self) -> hist.Hist:  # type: ignore[type-arg]
         """The whole histogram, flow bins included, as a ``hist.Hist``."""
         h = self._schema.empty_hist()
-        view = h.view(flow=True)
+        view: Any = h.view(flow=True)
         fields = self._schema.spec.fields
         if fields == ("value",):
             view[...] = self._field("value")
@@ -121,7 +121,9 @@ class StoredHist:
                 out.append(Commit(snap.id, snap.written_at, snap.message, ()))
             elif self.path in meta.get("histograms", {}):
                 inputs = meta["histograms"][self.path].get("inputs", [])
-                out.append(Commit(snap.id, snap.written_at, snap.message, tuple(inputs)))
+                out.append(
+                    Commit(snap.id, snap.written_at, snap.message, tuple(inputs))
+                )
         return out
 
     def __repr__(self) -> str:
@@ -132,7 +134,7 @@ class StoredHist:
         )
 
 
-def open(  # noqa: A001 - mirrors zarr.open / icechunk naming
+def open(
     store: Any,
     path: str,
     *,
@@ -168,8 +170,10 @@ def open(  # noqa: A001 - mirrors zarr.open / icechunk naming
             snap = repo.lookup_branch(branch or "main")
     except (icechunk.IcechunkError, ValueError) as err:
         what = (
-            f"snapshot {snapshot_id!r}" if snapshot_id is not None
-            else f"tag {tag!r}" if tag is not None
+            f"snapshot {snapshot_id!r}"
+            if snapshot_id is not None
+            else f"tag {tag!r}"
+            if tag is not None
             else f"branch {branch or 'main'!r}"
         )
         msg = f"{what} not found in the repository: {err}"

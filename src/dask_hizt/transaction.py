@@ -92,7 +92,9 @@ class RepoRef:
                 else:
                     repo = icechunk.Repository.open(storage)
             except icechunk.IcechunkError as err:
-                msg = f"store {text!r} cannot be opened as an icechunk repository: {err}"
+                msg = (
+                    f"store {text!r} cannot be opened as an icechunk repository: {err}"
+                )
                 raise StoreError(msg) from err
             return cls(repo, str(path))
         msg = f"store must be a path or an icechunk.Repository, got {type(store).__name__}"
@@ -123,7 +125,7 @@ def _local_path_of(repo: icechunk.Repository) -> str | None:
 
 def check_path(path: str) -> str:
     """Normalise a histogram path, refusing ones that leave their group."""
-    if not isinstance(path, str) or not path.strip("/"):
+    if not path.strip("/"):
         msg = f"path must be a non-empty string, got {path!r}"
         raise StoreError(msg)
     if path.startswith("/") or "\\" in path:
@@ -161,11 +163,15 @@ def read_histogram_meta(store: Any, path: str) -> tuple[Schema, Layout]:
     """
     try:
         group = zarr.open_group(store, path=path, mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.ContainsArrayError) as err:
+    except (
+        FileNotFoundError,
+        zarr.errors.GroupNotFoundError,
+        zarr.errors.ContainsArrayError,
+    ) as err:
         msg = f"no histogram at path {path!r}"
         raise NotAHistogramError(msg) from err
-    attrs = group.attrs.asdict()
-    meta = attrs.get(ATTR_KEY)
+    attrs: dict[str, Any] = dict(group.attrs.asdict())
+    meta: Any = attrs.get(ATTR_KEY)
     if not isinstance(meta, Mapping) or "format_version" not in meta:
         msg = f"path {path!r} holds a zarr group that is not a dask_hizt histogram"
         raise NotAHistogramError(msg)
@@ -300,8 +306,14 @@ def commit_forks(
                     )
                 )
             except (icechunk.ConflictError, icechunk.RebaseFailedError) as err:
-                log.info("commit attempt %d conflicted (%s); retrying from the new tip", attempt, err)
-    msg = f"gave up committing to branch {branch!r} after {retries} conflicting attempts"
+                log.info(
+                    "commit attempt %d conflicted (%s); retrying from the new tip",
+                    attempt,
+                    err,
+                )
+    msg = (
+        f"gave up committing to branch {branch!r} after {retries} conflicting attempts"
+    )
     raise CommitError(msg)
 
 
@@ -324,11 +336,11 @@ def _add_theirs(
         return
     base_store = repo.readonly_session(snapshot_id=base).store
     tip_store = repo.readonly_session(snapshot_id=tip).store
-    for path, coords in both.items():
-        mine = zarr.open_array(session.store, path=path)
+    for path, hits in both.items():
+        mine: Any = zarr.open_array(session.store, path=path)
         before = zarr.open_array(base_store, path=path)
         theirs = zarr.open_array(tip_store, path=path)
-        for c in coords:
+        for c in hits:
             sel = tuple(
                 slice(i * s, min((i + 1) * s, n))
                 for i, s, n in zip(c, mine.chunks, mine.shape, strict=True)
