@@ -330,13 +330,6 @@ def _align(fill: _Fill) -> _Fill:
     return out
 
 
-def _input_graph(coll: Any) -> tuple[Any, list[Key]]:
-    """An input collection's (optimised) graph and its per-partition keys."""
-    if not isinstance(coll, da.Array):
-        coll = coll.optimize()
-    return coll, list(flatten(coll.__dask_keys__()))
-
-
 def _build_plan(h: Hist, token: str) -> _Plan:
     ref, branch, path, schema = h._ref, h._branch, h._path, h._schema
     session = ref.repo.writable_session(branch)
@@ -344,27 +337,28 @@ def _build_plan(h: Hist, token: str) -> _Plan:
     stored, layout = read_histogram_meta(session.store, path)
     schema.check_same(stored, f"histogram {path!r}")
 
+    # dask.dataframe inputs are optimised (column projection, lowering) as
+    # dask.compute would; dask.optimize() of several dask-expr collections
+    # returns graphs whose keys do not hold the columns, so one at a time.
+    sources = [s.collection for fill in h._fills for s in fill.sources()]
+    inputs = [c if isinstance(c, da.Array) else c.optimize() for c in sources]
+    keys_of = iter([list(flatten(c.__dask_keys__())) for c in inputs])
+
     # One fill task per partition index, taking every queued fill with that
     # many partitions; fills with another partitioning get their own tasks.
-    inputs: list[Any] = []
     groups: dict[int, list[tuple[FillSpec, list[list[Key]]]]] = {}
     for fill in h._fills:
         keys_per_arg: list[list[Key]] = []
-        slot = 0
 
         def arg(
             s: _Source | None, keys_per_arg: list[list[Key]] = keys_per_arg
         ) -> Arg | None:
-            nonlocal slot
             if s is None:
                 return None
             if not s.partitioned:
                 return Arg(value=s.value)
-            coll, keys = _input_graph(s.collection)
-            inputs.append(coll)
-            keys_per_arg.append(keys)
-            slot += 1
-            return Arg(index=slot - 1)
+            keys_per_arg.append(next(keys_of))
+            return Arg(index=len(keys_per_arg) - 1)
 
         axes = tuple(arg(s) for s in fill.axes)
         spec = FillSpec(tuple(a for a in axes if a is not None), arg(fill.weight))

@@ -1,0 +1,173 @@
+"""Schemas, layouts, paths and the errors for things that cannot be stored or opened."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hist
+import icechunk
+import numpy as np
+import pytest
+import zarr
+
+import dask_hizt as dh
+from dask_hizt.layout import Layout
+from dask_hizt.schema import FORMAT_VERSION, Schema
+
+AXES = [
+    hist.axis.Regular(10, -1, 1, name="a", label="A [GeV]"),
+    hist.axis.Regular(
+        4, 0, 1, underflow=False, overflow=False, circular=False, name="b"
+    ),
+    hist.axis.Regular(6, 0, 3, circular=True, name="c"),
+    hist.axis.Variable([0, 0.5, 2, 10], name="d", overflow=False),
+    hist.axis.Integer(-2, 5, name="e"),
+    hist.axis.Boolean(name="f"),
+    hist.axis.IntCategory([3, 1, 7], name="g"),
+    hist.axis.StrCategory(["x", "y"], name="h", overflow=False),
+]
+
+
+@pytest.mark.parametrize("axis", AXES, ids=lambda a: type(a).__name__ + "-" + a.name)
+def test_axis_round_trips_through_json(axis: object) -> None:
+    schema = Schema.from_axes([axis], hist.storage.Weight())
+    again = Schema.from_json(json.loads(json.dumps(schema.to_json())))
+    (back,) = again.hist_axes()
+    assert back == axis
+    assert type(back) is type(axis)
+    assert again.storage is hist.storage.Weight
+    assert schema.shape == (axis.extent,)
+
+
+@pytest.mark.parametrize(
+    ("axis", "match"),
+    [
+        (hist.axis.StrCategory([], growth=True, name="x"), "growing"),
+        (
+            hist.axis.Regular(10, 1, 10, transform=hist.axis.transform.log, name="x"),
+            "transform",
+        ),
+    ],
+)
+def test_unsupported_axes_are_refused_at_construction(
+    repo_path: Path, axis: object, match: str
+) -> None:
+    with pytest.raises(dh.UnsupportedAxisError, match=match):
+        dh.Hist(axis, store=repo_path, path="h")
+    assert not repo_path.exists()
+
+
+def test_unsupported_storage_is_refused(repo_path: Path) -> None:
+    with pytest.raises(dh.UnsupportedStorageError, match="Mean"):
+        dh.Hist(
+            hist.axis.Regular(3, 0, 1),
+            storage=hist.storage.Mean(),
+            store=repo_path,
+            path="h",
+        )
+
+
+def test_layout_chunks_categories_by_one_and_dense_axes_by_budget() -> None:
+    schema = Schema.from_axes(
+        [
+            hist.axis.StrCategory(["a", "b", "c"]),
+            hist.axis.Regular(1000, 0, 1),
+            hist.axis.Regular(98, 0, 1),
+        ],
+        hist.storage.Double(),
+    )
+    layout = Layout.for_schema(schema, "80KiB")
+    assert layout.shape == (4, 1002, 100)
+    assert layout.chunks == (
+        1,
+        102,
+        100,
+    )  # 80 KiB / 8 B = 10240 bins: all of the last axis, then 102 rows
+    assert layout.grid == (4, 10, 1)
+    # keys are chunk-major: every chunk is one contiguous key range
+    idx = np.indices(layout.shape).reshape(3, -1)
+    keys = layout.keys(list(idx))
+    assert len(np.unique(keys)) == keys.size
+    chunk_of = keys // layout.chunk_size
+    grid_coords = np.stack([idx[i] // layout.chunks[i] for i in range(3)])
+    np.testing.assert_array_equal(
+        chunk_of, np.ravel_multi_index(grid_coords, layout.grid)
+    )
+
+
+@pytest.mark.parametrize("bad", ["", "/abs", "a/../b", "..", "a//b", "./a", "a\\b"])
+def test_paths_that_escape_are_refused(repo_path: Path, bad: str) -> None:
+    with pytest.raises(dh.StoreError, match="path"):
+        dh.Hist(hist.axis.Regular(3, 0, 1), store=repo_path, path=bad)
+
+
+def test_existing_path_with_other_axes_or_storage_is_refused_and_nothing_written(
+    repo_path: Path,
+) -> None:
+    dh.Hist(hist.axis.Regular(3, 0, 1, name="x"), store=repo_path, path="h")
+    repo = icechunk.Repository.open(icechunk.local_filesystem_storage(str(repo_path)))
+    tip = repo.lookup_branch("main")
+    with pytest.raises(dh.SchemaMismatchError, match="different axes"):
+        dh.Hist(hist.axis.Regular(4, 0, 1, name="x"), store=repo_path, path="h")
+    with pytest.raises(dh.SchemaMismatchError, match="Double histogram, not Int64"):
+        dh.Hist(
+            hist.axis.Regular(3, 0, 1, name="x"),
+            storage=hist.storage.Int64(),
+            store=repo_path,
+            path="h",
+        )
+    assert repo.lookup_branch("main") == tip
+
+
+def _repo_with_group(repo_path: Path, attrs: dict) -> icechunk.Repository:
+    repo = icechunk.Repository.create(icechunk.local_filesystem_storage(str(repo_path)))
+    session = repo.writable_session("main")
+    root = zarr.open_group(session.store, mode="a")
+    root.create_group("plain").attrs.update(attrs)
+    root.create_array("arr", shape=(3,), dtype="f8")
+    session.commit("setup")
+    return repo
+
+
+def test_opening_what_is_not_a_histogram(repo_path: Path) -> None:
+    repo = _repo_with_group(repo_path, {"foo": 1})
+    for path in ("plain", "arr"):
+        with pytest.raises(
+            dh.NotAHistogramError, match="not a dask_hizt histogram|no histogram"
+        ):
+            dh.open(repo, path)
+        with pytest.raises(dh.NotAHistogramError):
+            dh.Hist(hist.axis.Regular(3, 0, 1), store=repo, path=path)
+    with pytest.raises(dh.NotAHistogramError, match="no histogram at path 'missing'"):
+        dh.open(repo, "missing")
+    with pytest.raises(dh.StoreError, match="no repository"):
+        dh.open(repo_path.parent / "nowhere", "x")
+
+
+def test_newer_format_version_is_refused(repo_path: Path) -> None:
+    schema = Schema.from_axes([hist.axis.Regular(3, 0, 1)], hist.storage.Double())
+    attrs = schema.to_json() | {
+        "dask_hizt": {
+            "format_version": FORMAT_VERSION + 1,
+            "fields": ["value"],
+            "chunks": [5],
+        }
+    }
+    repo = _repo_with_group(repo_path, attrs)
+    with pytest.raises(dh.SchemaMismatchError, match="newer than this"):
+        dh.open(repo, "plain")
+
+
+def test_unknown_snapshot_tag_branch(repo_path: Path) -> None:
+    dh.Hist(hist.axis.Regular(3, 0, 1), store=repo_path, path="h")
+    with pytest.raises(dh.StoreError, match="snapshot 'NOPE'"):
+        dh.open(repo_path, "h", snapshot_id="NOPE")
+    with pytest.raises(dh.StoreError, match="tag 'v9'"):
+        dh.open(repo_path, "h", tag="v9")
+    with pytest.raises(dh.StoreError, match="branch 'dev'"):
+        dh.open(repo_path, "h", branch="dev")
+    with pytest.raises(dh.StoreError, match="at most one"):
+        dh.open(repo_path, "h", branch="main", tag="v1")
+    with pytest.raises(dh.StoreError, match="branch 'dev'"):
+        dh.Hist(hist.axis.Regular(3, 0, 1), store=repo_path, path="h", branch="dev")
