@@ -134,7 +134,7 @@ def test_opening_what_is_not_a_histogram(repo_path: Path) -> None:
     repo = _repo_with_group(repo_path, {"foo": 1})
     for path in ("plain", "arr"):
         with pytest.raises(
-            dh.NotAHistogramError, match="not a dask_hizt histogram|no histogram"
+            dh.NotAHistogramError, match=r"not a dask_hizt histogram|no histogram"
         ):
             dh.open(repo, path)
         with pytest.raises(dh.NotAHistogramError):
