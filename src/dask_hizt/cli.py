@@ -37,6 +37,14 @@ def demo(args: argparse.Namespace) -> int:
     from .collection import Hist
 
     store = Path(args.store)
+    h = Hist(
+        hist.axis.StrCategory(list(DATASETS), name="dataset"),
+        hist.axis.Regular(50, 0, 250, name="pt", label="p_T [GeV]"),
+        hist.axis.Regular(20, -5, 5, name="eta"),
+        storage=hist.storage.Weight(),
+        store=store,
+        path="demo/pt_eta",
+    )
     print(f"repository: {store.resolve()}")
     with (
         LocalCluster(
@@ -50,14 +58,6 @@ def demo(args: argparse.Namespace) -> int:
     ):
         per = max(1, args.events // args.partitions)
         ddf = dd.from_map(_demo_partition, range(args.partitions), n=per)
-        h = Hist(
-            hist.axis.StrCategory(list(DATASETS), name="dataset"),
-            hist.axis.Regular(50, 0, 250, name="pt", label="p_T [GeV]"),
-            hist.axis.Regular(20, -5, 5, name="eta"),
-            storage=hist.storage.Weight(),
-            store=store,
-            path="demo/pt_eta",
-        )
         h.fill(dataset=ddf.dataset, pt=ddf.pt, eta=ddf.eta, weight=ddf.weight)
         print(
             f"filling {per * args.partitions:,} events from {args.partitions} partitions ..."
