@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from ._partial import Partial, combine, from_entries
+from ._partial import Partial, combine, dense_fraction, empty, finish, from_entries
 from .errors import FillError
 from .layout import Layout
 from .schema import Schema
@@ -63,18 +63,30 @@ def _as_1d(obj: Any, what: str, partition: str) -> npt.NDArray[Any]:
     return arr
 
 
+def _check_dtype(spec: Mapping[str, Any], values: npt.NDArray[Any], name: str) -> None:
+    """Refuse values an axis cannot take, with an error that names the axis."""
+    kind = spec["type"]
+    if kind == "category_int" and values.dtype.kind not in "iub":
+        msg = f"axis {name!r} is an IntCategory axis and needs integers, got dtype {values.dtype}"
+        raise FillError(msg)
+    if kind == "category_str" and values.dtype.kind not in "OUST":
+        msg = f"axis {name!r} is a StrCategory axis and needs strings, got dtype {values.dtype}"
+        raise FillError(msg)
+    if kind in ("regular", "variable", "boolean") and values.dtype.kind not in "iufb":
+        msg = f"axis {name!r} is numeric and cannot be filled with values of dtype {values.dtype}"
+        raise FillError(msg)
+    integer = spec.get("writer_info", {}).get("dask_hizt", {}).get("kind") == "integer"
+    if integer and values.dtype.kind == "f":
+        msg = f"axis {name!r} is an Integer axis and needs integer values, got dtype {values.dtype}"
+        raise FillError(msg)
+
+
 def _axis_indices(
-    axis: Any, spec: Mapping[str, Any], values: npt.NDArray[Any], name: str
+    axis: Any, spec: Mapping[str, Any], values: npt.NDArray[Any]
 ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_] | None]:
     """Per-entry bin index (flow bins counted) and the mask of entries that land in a bin."""
     kind = spec["type"]
     if kind in ("category_str", "category_int"):
-        if kind == "category_int" and values.dtype.kind not in "iub":
-            msg = f"axis {name!r} is an IntCategory axis and needs integers, got dtype {values.dtype}"
-            raise FillError(msg)
-        if kind == "category_str" and values.dtype.kind not in "OUST":
-            msg = f"axis {name!r} is a StrCategory axis and needs strings, got dtype {values.dtype}"
-            raise FillError(msg)
         idx = pd.Index(list(spec["categories"])).get_indexer(values)
         missing = idx < 0
         if not missing.any():
@@ -83,17 +95,8 @@ def _axis_indices(
             idx[missing] = len(spec["categories"])
             return idx, None
         return idx, ~missing
-    if values.dtype.kind not in "iufb":
-        msg = f"axis {name!r} is numeric and cannot be filled with values of dtype {values.dtype}"
-        raise FillError(msg)
     if kind == "boolean":
         return values.astype(bool).astype(np.intp), None
-    if (
-        spec.get("writer_info", {}).get("dask_hizt", {}).get("kind") == "integer"
-        and values.dtype.kind == "f"
-    ):
-        msg = f"axis {name!r} is an Integer axis and needs integer values, got dtype {values.dtype}"
-        raise FillError(msg)
     idx = np.asarray(axis.index(values), dtype=np.intp)
     if axis.traits.underflow:
         idx += 1
@@ -105,21 +108,27 @@ def _one_fill(
     task: FillTask, spec: FillSpec, inputs: Sequence[Any], partition: str
 ) -> Partial:
     schema, layout = task.schema, task.layout
-    axes = schema.hist_axes()
     names = [n or f"#{i}" for i, n in enumerate(schema.names)]
 
-    arrays: dict[str, npt.NDArray[Any]] = {}
-    for name, arg in zip(names, spec.axes, strict=True):
-        if arg.index is not None:
-            arrays[name] = _as_1d(inputs[arg.index], f"axis {name!r}", partition)
-    weight: npt.NDArray[np.float64] | None = None
-    if spec.weight is not None and spec.weight.index is not None:
-        weight = _as_1d(inputs[spec.weight.index], "weight", partition).astype(
-            np.float64, copy=False
-        )
-    lengths = {k: len(v) for k, v in arrays.items()}
-    if weight is not None:
-        lengths["weight"] = len(weight)
+    values: list[Any] = []  # per axis: a 1-D array or a broadcast scalar
+    lengths: dict[str, int] = {}
+    for name, arg, ax_spec in zip(names, spec.axes, schema.axes, strict=True):
+        if arg.index is None:
+            _check_dtype(ax_spec, np.asarray([arg.value]), name)
+            values.append(arg.value)
+        else:
+            arr = _as_1d(inputs[arg.index], f"axis {name!r}", partition)
+            _check_dtype(ax_spec, arr, name)
+            values.append(arr)
+            lengths[name] = len(arr)
+    weight: Any = None
+    if spec.weight is not None:
+        if spec.weight.index is None:
+            weight = float(spec.weight.value)
+        else:
+            weight = _as_1d(inputs[spec.weight.index], "weight", partition)
+            weight = weight.astype(np.float64, copy=False)
+            lengths["weight"] = len(weight)
     if len(set(lengths.values())) > 1:
         msg = (
             f"fill arguments have different lengths in partition {partition}: {lengths}"
@@ -127,44 +136,51 @@ def _one_fill(
         raise FillError(msg)
     n = next(iter(lengths.values())) if lengths else 1
 
+    if n >= dense_fraction() * layout.n_keys:
+        return _fill_dense(task, values, weight)
+    return _fill_sparse(task, values, weight, n)
+
+
+def _fill_dense(task: FillTask, values: list[Any], weight: Any) -> Partial:
+    """Many entries per bin: boost-histogram's own fill, reordered into keys."""
+    schema, layout = task.schema, task.layout
+    h = schema.empty_hist()
+    h.fill(*values, weight=weight)
+    view: Any = h.view(flow=True)
+    fields = schema.spec.fields
+    dense = [view] if fields == ("value",) else [view[f] for f in fields]
+    return finish(
+        0, layout.n_keys, tuple(layout.chunk_major(np.asarray(d)) for d in dense)
+    )
+
+
+def _fill_sparse(task: FillTask, values: list[Any], weight: Any, n: int) -> Partial:
+    """Few entries per bin: per-entry keys, summed by sorting."""
+    schema, layout = task.schema, task.layout
     indices: list[npt.NDArray[np.intp]] = []
     mask: npt.NDArray[np.bool_] | None = None
-    for name, arg, axis, ax_spec in zip(
-        names, spec.axes, axes, schema.axes, strict=True
-    ):
-        if arg.index is not None:
-            idx, ok = _axis_indices(axis, ax_spec, arrays[name], name)
+    for axis, ax_spec, v in zip(schema.hist_axes(), schema.axes, values, strict=True):
+        if isinstance(v, np.ndarray):
+            idx, ok = _axis_indices(axis, ax_spec, v)
         else:
-            one, ok1 = _axis_indices(axis, ax_spec, np.asarray([arg.value]), name)
+            one, ok1 = _axis_indices(axis, ax_spec, np.asarray([v]))
             if ok1 is not None and not ok1[0]:
                 # The scalar lands in no bin (no flow bin to take it): nothing is counted.
-                return Partial(
-                    0,
-                    layout.n_keys,
-                    np.empty(0, np.int64),
-                    tuple(np.empty(0, schema.dtype) for _ in schema.spec.fields),
-                )
+                return empty(0, layout.n_keys, [schema.dtype] * len(schema.spec.fields))
             idx, ok = np.full(n, one[0], dtype=np.intp), None
         indices.append(idx)
         if ok is not None:
             mask = ok if mask is None else mask & ok
+    w = np.full(n, weight) if isinstance(weight, float) else weight
     if mask is not None:
         indices = [i[mask] for i in indices]
-        if weight is not None:
-            weight = weight[mask]
-    m = len(indices[0]) if indices else 0
+        w = None if w is None else w[mask]
     keys = layout.keys(indices)
-
-    if spec.weight is not None and spec.weight.index is None:
-        weight = np.full(m, float(spec.weight.value))
     dtypes = [schema.dtype] * len(schema.spec.fields)
     if schema.spec.uhi_type == "weighted":
-        weights: list[npt.NDArray[Any] | None] = [
-            weight,
-            None if weight is None else weight * weight,
-        ]
+        weights: list[npt.NDArray[Any] | None] = [w, None if w is None else w * w]
     else:
-        weights = [weight]
+        weights = [w]
     return from_entries(0, layout.n_keys, keys, weights, dtypes)
 
 

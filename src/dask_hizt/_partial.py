@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from dask.sizeof import sizeof
 
-__all__ = ["Partial", "combine", "from_entries"]
+__all__ = ["Partial", "combine", "dense_fraction", "empty", "finish", "from_entries"]
 
 Array = npt.NDArray[Any]
 
@@ -61,7 +61,7 @@ class Partial:
         """The part of this partial inside ``[lo, hi)`` (views, no copies)."""
         lo, hi = max(lo, self.lo), min(hi, self.hi)
         if hi <= lo:
-            return empty_like(self, lo, max(lo, hi))
+            return empty(lo, max(lo, hi), [f.dtype for f in self.fields])
         if self.keys is None:
             sl = slice(lo - self.lo, hi - self.lo)
             return Partial(lo, hi, None, tuple(f[sl] for f in self.fields))
@@ -78,27 +78,25 @@ class Partial:
         return out
 
 
-def empty_like(partial: Partial, lo: int, hi: int) -> Partial:
-    """A partial over ``[lo, hi)`` with no filled bins and the fields' dtypes."""
+def empty(lo: int, hi: int, dtypes: Sequence[Any]) -> Partial:
+    """A partial over ``[lo, hi)`` with no filled bins."""
     return Partial(
-        lo,
-        hi,
-        np.empty(0, dtype=np.int64),
-        tuple(np.empty(0, dtype=f.dtype) for f in partial.fields),
+        lo, hi, np.empty(0, dtype=np.int64), tuple(np.empty(0, dtype=d) for d in dtypes)
     )
 
 
-def _dense_fraction() -> float:
+def dense_fraction() -> float:
+    """``dask_hizt.dense-fraction``: how full a key range must be to stay dense."""
     return float(dask.config.get("dask_hizt.dense-fraction"))
 
 
-def _finish(lo: int, hi: int, fields: tuple[Array, ...]) -> Partial:
-    """Keep a dense sum dense, or drop it to pairs when it is mostly empty."""
+def finish(lo: int, hi: int, fields: tuple[Array, ...]) -> Partial:
+    """A partial from dense sums: kept dense, or dropped to pairs when mostly empty."""
     filled = np.zeros(hi - lo, dtype=bool)
     for f in fields:
         filled |= f != 0
     n = int(np.count_nonzero(filled))
-    if n >= _dense_fraction() * (hi - lo):
+    if n >= dense_fraction() * (hi - lo):
         return Partial(lo, hi, None, fields)
     keys = np.flatnonzero(filled).astype(np.int64)
     return Partial(lo, hi, keys + lo, tuple(f[keys] for f in fields))
@@ -125,14 +123,14 @@ def from_entries(
         dtype of each field.
     """
     n_keys = hi - lo
-    if len(keys) >= _dense_fraction() * n_keys:
+    if len(keys) >= dense_fraction() * n_keys:
         # Many entries per bin: a bincount over the whole range is O(entries + bins).
         local = keys - lo if lo else keys
         fields = tuple(
             np.bincount(local, weights=w, minlength=n_keys).astype(dt, copy=False)
             for w, dt in zip(weights, dtypes, strict=True)
         )
-        return _finish(lo, hi, fields)
+        return finish(lo, hi, fields)
     order = np.argsort(keys, kind="stable")
     skeys = keys[order]
     if len(skeys):
@@ -164,7 +162,7 @@ def combine(partials: Sequence[Partial], lo: int, hi: int) -> Partial:
         return parts[0]
     n_keys = hi - lo
     total = sum(len(p) for p in parts)
-    if any(p.dense for p in parts) or total >= _dense_fraction() * n_keys:
+    if any(p.dense for p in parts) or total >= dense_fraction() * n_keys:
         out = tuple(np.zeros(n_keys, dtype=f.dtype) for f in parts[0].fields)
         for p in parts:
             if p.keys is None:
@@ -175,7 +173,7 @@ def combine(partials: Sequence[Partial], lo: int, hi: int) -> Partial:
                 # Keys are unique within one partial, so fancy-index add is exact.
                 for o, f in zip(out, p.fields, strict=True):
                     o[local] += f
-        return _finish(lo, hi, out)
+        return finish(lo, hi, out)
     keys = np.concatenate([p.keys for p in parts if p.keys is not None])
     n_fields = len(parts[0].fields)
     values = [np.concatenate([p.fields[i] for p in parts]) for i in range(n_fields)]

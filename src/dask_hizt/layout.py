@@ -109,6 +109,21 @@ class Layout:
             local_stride *= c
         return keys
 
+    def chunk_major(self, dense: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """Reorder a dense ``shape``-array into key order (edge chunks zero-padded)."""
+        grid = self.grid
+        if all(g == 1 for g in grid):
+            return dense.reshape(-1)
+        pad = [
+            (0, g * c - n)
+            for n, c, g in zip(self.shape, self.chunks, grid, strict=True)
+        ]
+        padded = np.pad(dense, pad) if any(p for _, p in pad) else dense
+        split = [d for g, c in zip(grid, self.chunks, strict=True) for d in (g, c)]
+        nd = len(grid)
+        order = [2 * i for i in range(nd)] + [2 * i + 1 for i in range(nd)]
+        return padded.reshape(split).transpose(order).reshape(-1)
+
     def chunk_coords(self, chunk_id: int) -> tuple[int, ...]:
         """Grid coordinates of a chunk from its linear index."""
         return tuple(int(i) for i in np.unravel_index(chunk_id, self.grid))
