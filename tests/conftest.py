@@ -46,6 +46,10 @@ def assert_hist_equal(stored: Any, expected: hist.Hist, *, rtol: float = 0.0) ->
             )
 
 
+#: Scheduler options that keep its HTTP server on a free port of 127.0.0.1.
+LOCAL_HTTP: dict[str, Any] = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
+
+
 @pytest.fixture
 def repo_path(tmp_path: Path) -> Path:
     """Path of a fresh local icechunk repository (created on first use)."""
@@ -63,6 +67,10 @@ def cluster() -> Iterator[Any]:
         processes=True,
         host="127.0.0.1",
         dashboard_address=None,
+        # The scheduler's HTTP server (metrics, health) always starts; give it a
+        # free port on 127.0.0.1 instead of 8787, which may be taken (and then
+        # distributed warns, an error under filterwarnings=error).
+        scheduler_kwargs=LOCAL_HTTP,
         memory_limit="4GiB",
     ) as lc:
         yield lc
