@@ -87,10 +87,7 @@ class RepoRef:
                 raise StoreError(msg)
             storage = icechunk.local_filesystem_storage(str(path))
             try:
-                if create:
-                    repo = icechunk.Repository.open_or_create(storage)
-                else:
-                    repo = icechunk.Repository.open(storage)
+                repo = _open_local(storage, create)
             except icechunk.IcechunkError as err:
                 msg = (
                     f"store {text!r} cannot be opened as an icechunk repository: {err}"
@@ -112,6 +109,18 @@ class RepoRef:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _open_local(storage: icechunk.Storage, create: bool) -> icechunk.Repository:
+    if not create:
+        return icechunk.Repository.open(storage)
+    try:
+        return icechunk.Repository.open_or_create(storage)
+    except icechunk.IcechunkError:
+        # open_or_create is not atomic: a racing creator may have won.
+        if icechunk.Repository.exists(storage):
+            return icechunk.Repository.open(storage)
+        raise
 
 
 def _local_path_of(repo: icechunk.Repository) -> str | None:
@@ -270,8 +279,13 @@ def commit_forks(
     written: Sequence[Written],
     message: str,
     metadata: Mapping[str, Any],
+    compute_id: str,
 ) -> str:
     """Merge the owners' forks and make one commit on ``branch``.
+
+    The commit records ``compute_id``; if a commit with it is already on the
+    branch after ``base`` (this task ran before, and its worker died before
+    reporting), that commit is returned and nothing is added twice.
 
     If the branch moved past ``base`` while we computed, the chunks that both
     sides changed are rewritten additively before the commit; a commit racing
@@ -290,8 +304,12 @@ def commit_forks(
     for w in written:
         for path, coords in w.chunks.items():
             ours.setdefault(path, set()).update(coords)
+    metadata = {**metadata, ATTR_KEY: {**metadata.get(ATTR_KEY, {}), "compute": compute_id}}
     with ref.lock():
         for attempt in range(retries):
+            done = _committed(ref.repo, branch, base, compute_id)
+            if done is not None:
+                return done
             session = _writable(ref, branch)
             session.merge(*forks)
             if session.snapshot_id != base:
@@ -315,6 +333,16 @@ def commit_forks(
         f"gave up committing to branch {branch!r} after {retries} conflicting attempts"
     )
     raise CommitError(msg)
+
+
+def _committed(repo: icechunk.Repository, branch: str, base: str, compute_id: str) -> str | None:
+    """The snapshot after ``base`` on ``branch`` made by ``compute_id``, if any."""
+    for snap in repo.ancestry(branch=branch):
+        if snap.id == base:
+            return None
+        if (snap.metadata or {}).get(ATTR_KEY, {}).get("compute") == compute_id:
+            return str(snap.id)
+    return None
 
 
 def _add_theirs(
