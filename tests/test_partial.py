@@ -172,37 +172,36 @@ def _values(axis: object, n: int, rng: np.random.Generator) -> np.ndarray:
     case=st.sampled_from(range(len(AXES))),
     n=st.integers(0, 400),
     seed=st.integers(0, 2**16),
-    storage=st.sampled_from(["Double", "Int64", "Weight"]),
+    storage=st.sampled_from(["Double", "Int64", "Weight", "Mean", "WeightedMean"]),
     fraction=st.sampled_from([0.0, 0.25, 5.0]),
 )
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=150, deadline=None)
 def test_fill_kernel_equals_eager_fill(
     case: int, n: int, seed: int, storage: str, fraction: float
 ) -> None:
     axes = AXES[case]
     rng = np.random.default_rng(seed)
     data = [_values(ax, n, rng) for ax in axes]
-    weight = rng.normal(1, 1, n) if storage != "Int64" else None
-    task = _task(axes, getattr(hist.storage, storage)())
+    weight = rng.uniform(0.5, 2, n) if storage not in ("Int64", "Mean") else None
+    sample = rng.normal(3, 1, n) if "Mean" in storage else None
+    extra = [a for a in (weight, sample) if a is not None]
+    slots = iter(range(len(axes), len(axes) + len(extra)))
     spec = FillSpec(
         tuple(Arg(index=i) for i in range(len(axes))),
-        None if weight is None else Arg(index=len(axes)),
+        None if weight is None else Arg(index=next(slots)),
+        None if sample is None else Arg(index=next(slots)),
     )
+    task = _task(axes, getattr(hist.storage, storage)())
     task = FillTask(task.schema, task.layout, (spec,))
-    inputs = [*data, weight] if weight is not None else data
     with dask.config.set({"dask_hizt.dense-fraction": fraction}):
-        partial = task(inputs)
-    expected = task.schema.empty_hist().fill(*data, weight=weight)
+        partial = task([*data, *extra])
+    expected = task.schema.empty_hist().fill(*data, weight=weight, sample=sample)
     got = _to_hist(task, partial)
-    np.testing.assert_allclose(
-        np.asarray(got.values(flow=True)),
-        np.asarray(expected.values(flow=True)),
-        rtol=1e-12,
-    )
-    if storage == "Weight":
-        np.testing.assert_allclose(
-            got.variances(flow=True), expected.variances(flow=True), rtol=1e-12
-        )
+    gv, ev = np.asarray(got.view(flow=True)), np.asarray(expected.view(flow=True))
+    for field in gv.dtype.names or [None]:
+        g = gv if field is None else gv[field]
+        e = ev if field is None else ev[field]
+        np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12, err_msg=str(field))
 
 
 def test_fill_kernel_rejects_bad_values() -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from ._algebra import for_storage, samples
 from ._partial import Partial, combine, dense_fraction, empty, finish, from_entries
 from .errors import FillError
 from .layout import Layout
@@ -36,10 +37,11 @@ class Arg:
 
 @dataclass(frozen=True)
 class FillSpec:
-    """One queued ``fill`` call: an :class:`Arg` per axis, and the weight."""
+    """One queued ``fill`` call: an :class:`Arg` per axis, the weight and the sample."""
 
     axes: tuple[Arg, ...]
     weight: Arg | None
+    sample: Arg | None = None
 
 
 @dataclass(frozen=True)
@@ -121,14 +123,8 @@ def _one_fill(
             _check_dtype(ax_spec, arr, name)
             values.append(arr)
             lengths[name] = len(arr)
-    weight: Any = None
-    if spec.weight is not None:
-        if spec.weight.index is None:
-            weight = float(spec.weight.value)
-        else:
-            weight = _as_1d(inputs[spec.weight.index], "weight", partition)
-            weight = weight.astype(np.float64, copy=False)
-            lengths["weight"] = len(weight)
+    weight = _numbers(spec.weight, inputs, "weight", partition, lengths)
+    sample = _numbers(spec.sample, inputs, "sample", partition, lengths)
     if len(set(lengths.values())) > 1:
         msg = (
             f"fill arguments have different lengths in partition {partition}: {lengths}"
@@ -137,26 +133,49 @@ def _one_fill(
     n = next(iter(lengths.values())) if lengths else 1
 
     if n >= dense_fraction() * layout.n_keys:
-        return _fill_dense(task, values, weight)
-    return _fill_sparse(task, values, weight, n)
+        return _fill_dense(task, values, weight, sample)
+    return _fill_sparse(task, values, weight, sample, n)
 
 
-def _fill_dense(task: FillTask, values: list[Any], weight: Any) -> Partial:
+def _numbers(
+    arg: Arg | None,
+    inputs: Sequence[Any],
+    what: str,
+    partition: str,
+    lengths: dict[str, int],
+) -> Any:
+    """A weight or sample: ``None``, a broadcast float, or a float64 array."""
+    if arg is None:
+        return None
+    if arg.index is None:
+        return float(arg.value)
+    arr = _as_1d(inputs[arg.index], what, partition)
+    if arr.dtype.kind not in "iufb":
+        msg = f"{what} must be numeric, got dtype {arr.dtype}"
+        raise FillError(msg)
+    lengths[what] = len(arr)
+    return arr.astype(np.float64, copy=False)
+
+
+def _fill_dense(task: FillTask, values: list[Any], weight: Any, sample: Any) -> Partial:
     """Many entries per bin: boost-histogram's own fill, reordered into keys."""
     schema, layout = task.schema, task.layout
     h = schema.empty_hist()
-    h.fill(*values, weight=weight)
+    h.fill(*values, weight=weight, sample=sample)
     view: Any = h.view(flow=True)
     fields = schema.spec.fields
     dense = [view] if fields == ("value",) else [view[f] for f in fields]
-    return finish(
-        0, layout.n_keys, tuple(layout.chunk_major(np.asarray(d)) for d in dense)
-    )
+    chunk_major = tuple(layout.chunk_major(np.asarray(d)) for d in dense)
+    return finish(0, layout.n_keys, chunk_major, for_storage(schema.spec.uhi_type))
 
 
-def _fill_sparse(task: FillTask, values: list[Any], weight: Any, n: int) -> Partial:
-    """Few entries per bin: per-entry keys, summed by sorting."""
+def _fill_sparse(
+    task: FillTask, values: list[Any], weight: Any, sample: Any, n: int
+) -> Partial:
+    """Few entries per bin: per-entry keys, merged by sorting."""
     schema, layout = task.schema, task.layout
+    dtypes = [schema.dtype] * len(schema.spec.fields)
+    algebra = for_storage(schema.spec.uhi_type)
     indices: list[npt.NDArray[np.intp]] = []
     mask: npt.NDArray[np.bool_] | None = None
     for axis, ax_spec, v in zip(schema.hist_axes(), schema.axes, values, strict=True):
@@ -166,22 +185,26 @@ def _fill_sparse(task: FillTask, values: list[Any], weight: Any, n: int) -> Part
             one, ok1 = _axis_indices(axis, ax_spec, np.asarray([v]))
             if ok1 is not None and not ok1[0]:
                 # The scalar lands in no bin (no flow bin to take it): nothing is counted.
-                return empty(0, layout.n_keys, [schema.dtype] * len(schema.spec.fields))
+                return empty(0, layout.n_keys, dtypes, algebra)
             idx, ok = np.full(n, one[0], dtype=np.intp), None
         indices.append(idx)
         if ok is not None:
             mask = ok if mask is None else mask & ok
     w = np.full(n, weight) if isinstance(weight, float) else weight
+    s = np.full(n, sample) if isinstance(sample, float) else sample
     if mask is not None:
         indices = [i[mask] for i in indices]
         w = None if w is None else w[mask]
+        s = None if s is None else s[mask]
     keys = layout.keys(indices)
-    dtypes = [schema.dtype] * len(schema.spec.fields)
-    if schema.spec.uhi_type == "weighted":
-        weights: list[npt.NDArray[Any] | None] = [w, None if w is None else w * w]
+    fields: list[npt.NDArray[Any] | None]
+    if algebra.mean:
+        fields = list(samples(len(dtypes), w, s))
+    elif schema.spec.uhi_type == "weighted":
+        fields = [w, None if w is None else w * w]
     else:
-        weights = [w]
-    return from_entries(0, layout.n_keys, keys, weights, dtypes)
+        fields = [w]
+    return from_entries(0, layout.n_keys, keys, fields, dtypes, algebra)
 
 
 def fill_partition(

@@ -126,5 +126,14 @@ def compute_graph(
     split_every = int(dask.config.get("dask_hizt.split-every"))
     writer_keys = route_and_write(dsk, token, fill_keys, owners, split_every)
     ref, branch, base, message, metadata = commit
-    dsk[(name, 0)] = (commit_forks, ref, branch, base, writer_keys, message, metadata, name)
+    dsk[(name, 0)] = (
+        commit_forks,
+        ref,
+        branch,
+        base,
+        writer_keys,
+        message,
+        metadata,
+        name,
+    )
     return dsk

@@ -18,6 +18,8 @@ import numpy as np
 import numpy.typing as npt
 from dask.sizeof import sizeof
 
+from ._algebra import SUM, Algebra
+
 __all__ = ["Partial", "combine", "dense_fraction", "empty", "finish", "from_entries"]
 
 Array = npt.NDArray[Any]
@@ -36,12 +38,15 @@ class Partial:
     fields
         One array per storage field: values at ``keys``, or ``hi - lo``
         values when dense.
+    algebra
+        How the fields of two partials add up.
     """
 
     lo: int
     hi: int
     keys: npt.NDArray[np.int64] | None
     fields: tuple[Array, ...]
+    algebra: Algebra = SUM
 
     @property
     def dense(self) -> bool:
@@ -61,15 +66,19 @@ class Partial:
         """The part of this partial inside ``[lo, hi)`` (views, no copies)."""
         lo, hi = max(lo, self.lo), min(hi, self.hi)
         if hi <= lo:
-            return empty(lo, max(lo, hi), [f.dtype for f in self.fields])
+            return empty(lo, max(lo, hi), [f.dtype for f in self.fields], self.algebra)
         if self.keys is None:
             sl = slice(lo - self.lo, hi - self.lo)
-            return Partial(lo, hi, None, tuple(f[sl] for f in self.fields))
+            return Partial(
+                lo, hi, None, tuple(f[sl] for f in self.fields), self.algebra
+            )
         a, b = np.searchsorted(self.keys, (lo, hi))
-        return Partial(lo, hi, self.keys[a:b], tuple(f[a:b] for f in self.fields))
+        return Partial(
+            lo, hi, self.keys[a:b], tuple(f[a:b] for f in self.fields), self.algebra
+        )
 
     def to_dense(self) -> tuple[Array, ...]:
-        """Dense field arrays of length ``hi - lo``."""
+        """Dense field arrays of length ``hi - lo`` (empty bins are zero)."""
         if self.keys is None:
             return self.fields
         out = tuple(np.zeros(self.hi - self.lo, dtype=f.dtype) for f in self.fields)
@@ -78,11 +87,10 @@ class Partial:
         return out
 
 
-def empty(lo: int, hi: int, dtypes: Sequence[Any]) -> Partial:
+def empty(lo: int, hi: int, dtypes: Sequence[Any], algebra: Algebra = SUM) -> Partial:
     """A partial over ``[lo, hi)`` with no filled bins."""
-    return Partial(
-        lo, hi, np.empty(0, dtype=np.int64), tuple(np.empty(0, dtype=d) for d in dtypes)
-    )
+    fields = tuple(np.empty(0, dtype=d) for d in dtypes)
+    return Partial(lo, hi, np.empty(0, dtype=np.int64), fields, algebra)
 
 
 def dense_fraction() -> float:
@@ -90,26 +98,29 @@ def dense_fraction() -> float:
     return float(dask.config.get("dask_hizt.dense-fraction"))
 
 
-def finish(lo: int, hi: int, fields: tuple[Array, ...]) -> Partial:
+def finish(
+    lo: int, hi: int, fields: tuple[Array, ...], algebra: Algebra = SUM
+) -> Partial:
     """A partial from dense sums: kept dense, or dropped to pairs when mostly empty."""
     filled = np.zeros(hi - lo, dtype=bool)
     for f in fields:
         filled |= f != 0
     n = int(np.count_nonzero(filled))
     if n >= dense_fraction() * (hi - lo):
-        return Partial(lo, hi, None, fields)
+        return Partial(lo, hi, None, fields, algebra)
     keys = np.flatnonzero(filled).astype(np.int64)
-    return Partial(lo, hi, keys + lo, tuple(f[keys] for f in fields))
+    return Partial(lo, hi, keys + lo, tuple(f[keys] for f in fields), algebra)
 
 
 def from_entries(
     lo: int,
     hi: int,
     keys: npt.NDArray[np.int64],
-    weights: Sequence[Array | None],
+    fields: Sequence[Array | None],
     dtypes: Sequence[Any],
+    algebra: Algebra = SUM,
 ) -> Partial:
-    """Sum per-entry contributions into a partial.
+    """Merge per-entry contributions into a partial.
 
     Parameters
     ----------
@@ -117,43 +128,47 @@ def from_entries(
         Key range of the result; every key must lie inside it.
     keys
         Key of each entry (any order, repeats allowed).
-    weights
-        Per field, the contribution of each entry, or ``None`` for 1.
+    fields
+        Per field, the contribution of each entry; ``None`` stands for 1
+        (sum storages only).
     dtypes
         dtype of each field.
+    algebra
+        How contributions merge.
     """
     n_keys = hi - lo
-    if len(keys) >= dense_fraction() * n_keys:
+    if not algebra.mean and len(keys) >= dense_fraction() * n_keys:
         # Many entries per bin: a bincount over the whole range is O(entries + bins).
         local = keys - lo if lo else keys
-        fields = tuple(
+        dense = tuple(
             np.bincount(local, weights=w, minlength=n_keys).astype(dt, copy=False)
-            for w, dt in zip(weights, dtypes, strict=True)
+            for w, dt in zip(fields, dtypes, strict=True)
         )
-        return finish(lo, hi, fields)
+        return finish(lo, hi, dense, algebra)
     # Sorting the keys alone is several times faster than an argsort; only
-    # weighted fields need the permutation.
-    weighted = any(w is not None for w in weights)
+    # fields with per-entry values need the permutation.
+    weighted = any(f is not None for f in fields)
     order = np.argsort(keys) if weighted else None
     skeys = keys[order] if order is not None else np.sort(keys)
-    if len(skeys):
-        starts = np.flatnonzero(np.r_[True, skeys[1:] != skeys[:-1]])
-    else:
-        starts = np.empty(0, dtype=np.intp)
+    if not len(skeys):
+        return empty(lo, hi, dtypes, algebra)
+    starts = np.flatnonzero(np.r_[True, skeys[1:] != skeys[:-1]])
+    if algebra.mean:
+        merged = algebra.reduce_groups(
+            tuple(f[order] for f in fields if f is not None), starts
+        )
+        return Partial(lo, hi, skeys[starts], merged, algebra)
     out = []
-    for w, dt in zip(weights, dtypes, strict=True):
+    for w, dt in zip(fields, dtypes, strict=True):
         if w is None:
-            counts = np.diff(np.r_[starts, len(skeys)])
-            out.append(counts.astype(dt))
-        elif len(starts):
-            out.append(np.add.reduceat(w[order], starts).astype(dt, copy=False))
+            out.append(np.diff(np.r_[starts, len(skeys)]).astype(dt))
         else:
-            out.append(np.empty(0, dt))
-    return Partial(lo, hi, skeys[starts], tuple(out))
+            out.append(np.add.reduceat(w[order], starts).astype(dt, copy=False))
+    return Partial(lo, hi, skeys[starts], tuple(out), algebra)
 
 
 def combine(partials: Sequence[Partial], lo: int, hi: int) -> Partial:
-    """Sum the parts of ``partials`` that fall in ``[lo, hi)``.
+    """Merge the parts of ``partials`` that fall in ``[lo, hi)``.
 
     The result is dense when the inputs fill enough of the range, and sorted
     unique pairs otherwise.
@@ -161,24 +176,25 @@ def combine(partials: Sequence[Partial], lo: int, hi: int) -> Partial:
     parts = [p.restrict(lo, hi) for p in partials]
     if len(parts) == 1:
         return parts[0]
+    algebra = parts[0].algebra
     n_keys = hi - lo
     total = sum(len(p) for p in parts)
     if any(p.dense for p in parts) or total >= dense_fraction() * n_keys:
         out = tuple(np.zeros(n_keys, dtype=f.dtype) for f in parts[0].fields)
         for p in parts:
             if p.keys is None:
-                for o, f in zip(out, p.fields, strict=True):
-                    np.add(o, f, out=o)
+                algebra.merge_into(out, p.fields)
             else:
+                # Keys are unique within one partial: one gather, merge, scatter.
                 local = p.keys - lo
-                # Keys are unique within one partial, so fancy-index add is exact.
-                for o, f in zip(out, p.fields, strict=True):
-                    o[local] += f
-        return finish(lo, hi, out)
+                merged = algebra.merge(tuple(o[local] for o in out), p.fields)
+                for o, m in zip(out, merged, strict=True):
+                    o[local] = m
+        return finish(lo, hi, out, algebra)
     keys = np.concatenate([p.keys for p in parts if p.keys is not None])
     n_fields = len(parts[0].fields)
     values = [np.concatenate([p.fields[i] for p in parts]) for i in range(n_fields)]
-    return from_entries(lo, hi, keys, values, [v.dtype for v in values])
+    return from_entries(lo, hi, keys, values, [v.dtype for v in values], algebra)
 
 
 # Registered on import: every process that holds a Partial has unpickled this

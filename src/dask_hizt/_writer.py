@@ -66,18 +66,18 @@ class Owner:
         cs = self.layout.chunk_size
         limit = asyncio.Semaphore(int(dask.config.get("dask_hizt.write-concurrency")))
 
-        async def one(arr: Any, chunk_id: int, field: int) -> None:
-            block = total.restrict(chunk_id * cs, (chunk_id + 1) * cs).to_dense()[field]
+        async def one(chunk_id: int) -> None:
+            part = total.restrict(chunk_id * cs, (chunk_id + 1) * cs).to_dense()
             selection, inner = self.layout.chunk_region(chunk_id)
+            delta = tuple(f.reshape(self.layout.chunks)[inner] for f in part)
             async with limit:
-                old = await arr.getitem(selection)
-                await arr.setitem(
-                    selection, old + block.reshape(self.layout.chunks)[inner]
+                old = await asyncio.gather(*(a.getitem(selection) for a in arrays))
+                new = total.algebra.merge(tuple(np.asarray(o) for o in old), delta)
+                await asyncio.gather(
+                    *(a.setitem(selection, v) for a, v in zip(arrays, new, strict=True))
                 )
 
-        await asyncio.gather(
-            *(one(arr, int(c), i) for i, arr in enumerate(arrays) for c in touched)
-        )
+        await asyncio.gather(*(one(int(c)) for c in touched))
 
 
 def _touched_chunks(p: Partial, chunk_size: int) -> np.ndarray[Any, np.dtype[np.int64]]:

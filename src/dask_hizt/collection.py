@@ -27,7 +27,7 @@ from . import __version__
 from ._fill import Arg, FillSpec, FillTask
 from ._graph import compute_graph
 from ._writer import Owner
-from .errors import FillError, UnsupportedStorageError
+from .errors import FillError
 from .schema import Schema
 from .stored import StoredHist
 from .transaction import (
@@ -59,9 +59,13 @@ class _Source:
 class _Fill:
     axes: tuple[_Source, ...]
     weight: _Source | None
+    sample: _Source | None = None
 
     def sources(self) -> list[_Source]:
-        return [s for s in (*self.axes, self.weight) if s is not None and s.partitioned]
+        return [s for s in self.args() if s is not None and s.partitioned]
+
+    def args(self) -> tuple[_Source | None, ...]:
+        return (*self.axes, self.weight, self.sample)
 
 
 def _is_scalar(value: Any) -> bool:
@@ -185,11 +189,21 @@ class Hist(DaskMethodsMixin):
         """
         del threads  # parallelism comes from dask
         storage = self._schema.storage.__name__
-        if sample is not None:
+        mean = self._schema.spec.uhi_type in ("mean", "weighted_mean")
+        if sample is not None and not mean:
             msg = f"sample= is only for Mean and WeightedMean storages; this histogram has {storage}"
-            raise UnsupportedStorageError(msg)
-        if weight is not None and self._schema.storage is bh.storage.Int64:
-            msg = "weight= cannot be used with Int64 storage (it counts entries); use Double or Weight"
+            raise FillError(msg)
+        if sample is None and mean:
+            msg = f"a {storage} histogram needs sample= (the values to average)"
+            raise FillError(msg)
+        if weight is not None and self._schema.storage in (
+            bh.storage.Int64,
+            bh.storage.Mean,
+        ):
+            msg = (
+                f"weight= cannot be used with {storage} storage (it counts entries); "
+                "use Double, Weight or WeightedMean"
+            )
             raise FillError(msg)
         names = self._schema.names
         if len(args) > len(names):
@@ -214,7 +228,8 @@ class Hist(DaskMethodsMixin):
         label = [names[i] or f"#{i}" for i in range(len(names))]
         sources = [_source(given[i], f"axis {label[i]!r}") for i in range(len(names))]
         wsource = None if weight is None else _source(weight, "weight")
-        self._fills.append(_align(_Fill(tuple(sources), wsource)))
+        ssource = None if sample is None else _source(sample, "sample")
+        self._fills.append(_align(_Fill(tuple(sources), wsource, ssource)))
         self._plan_cache = None
         return self
 
@@ -275,7 +290,7 @@ class _Plan:
 def _fill_token(fill: _Fill) -> str:
     parts = [
         s.collection if s.partitioned else ("scalar", s.value)
-        for s in (*fill.axes, fill.weight)
+        for s in fill.args()
         if s is not None
     ]
     return tokenize(*parts)
@@ -320,7 +335,9 @@ def _align(fill: _Fill) -> _Fill:
         return _Source(collection=da.from_array(s.collection, chunks=ref.chunks))
 
     axes = tuple(wrap(s) for s in fill.axes)
-    out = _Fill(tuple(a for a in axes if a is not None), wrap(fill.weight))
+    out = _Fill(
+        tuple(a for a in axes if a is not None), wrap(fill.weight), wrap(fill.sample)
+    )
     if ref is None and out.sources():
         first = out.sources()[0].collection
         for s in out.sources()[1:]:
@@ -361,7 +378,9 @@ def _build_plan(h: Hist, token: str) -> _Plan:
             return Arg(index=len(keys_per_arg) - 1)
 
         axes = tuple(arg(s) for s in fill.axes)
-        spec = FillSpec(tuple(a for a in axes if a is not None), arg(fill.weight))
+        spec = FillSpec(
+            tuple(a for a in axes if a is not None), arg(fill.weight), arg(fill.sample)
+        )
         n = len(keys_per_arg[0]) if keys_per_arg else 1
         groups.setdefault(n, []).append((spec, keys_per_arg))
 
@@ -373,6 +392,7 @@ def _build_plan(h: Hist, token: str) -> _Plan:
             FillSpec(
                 tuple(_shift(a, int(off)) for a in spec.axes),
                 None if spec.weight is None else _shift(spec.weight, int(off)),
+                None if spec.sample is None else _shift(spec.sample, int(off)),
             )
             for (spec, _), off in zip(members, offsets[:-1], strict=True)
         )

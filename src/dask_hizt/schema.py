@@ -49,6 +49,19 @@ STORAGES: dict[type[bh.storage.Storage], StorageSpec] = {
     bh.storage.Double: StorageSpec("double", ("value",), "float64"),
     bh.storage.Int64: StorageSpec("int", ("value",), "int64"),
     bh.storage.Weight: StorageSpec("weighted", ("value", "variance"), "float64"),
+    bh.storage.Mean: StorageSpec(
+        "mean", ("count", "value", "_sum_of_deltas_squared"), "float64"
+    ),
+    bh.storage.WeightedMean: StorageSpec(
+        "weighted_mean",
+        (
+            "sum_of_weights",
+            "sum_of_weights_squared",
+            "value",
+            "_sum_of_weighted_deltas_squared",
+        ),
+        "float64",
+    ),
 }
 _STORAGE_BY_UHI = {spec.uhi_type: cls for cls, spec in STORAGES.items()}
 
@@ -61,6 +74,21 @@ def _metadata(axis: Any) -> dict[str, Any]:
         "name": str(raw.get("name", "") or ""),
         "label": str(raw.get("label", "") or ""),
     }
+
+
+def _transform(axis: Any, name: str) -> dict[str, Any]:
+    """How a Regular axis' transform is recorded; refuses arbitrary functions."""
+    t = axis.transform
+    if isinstance(t, bh.axis.transform.Pow):
+        return {"kind": "regular", "transform": "pow", "power": float(t.power)}
+    for known in ("log", "sqrt"):
+        if t == getattr(bh.axis.transform, known):
+            return {"kind": "regular", "transform": known}
+    msg = (
+        f"axis {name!r}: transform {t!r} cannot be stored faithfully; "
+        "use log, sqrt, Pow or a Variable axis"
+    )
+    raise UnsupportedAxisError(msg)
 
 
 def axis_to_dict(axis: Any) -> dict[str, Any]:
@@ -76,11 +104,21 @@ def axis_to_dict(axis: Any) -> dict[str, Any]:
     if traits.growth:
         msg = f"axis {name!r}: growing axes (growth=True) are not supported yet"
         raise UnsupportedAxisError(msg)
-    if isinstance(axis, bh.axis.Regular):
-        if axis.transform is not None:
-            msg = f"axis {name!r}: Regular axes with a transform are not supported yet"
-            raise UnsupportedAxisError(msg)
+    if isinstance(axis, bh.axis.Regular) and axis.transform is not None:
+        # UHI has no transforms: a reader that ignores writer_info still sees
+        # the true edges of a variable axis.
         out: dict[str, Any] = {
+            "type": "variable",
+            "edges": [float(e) for e in axis.edges],
+            "underflow": bool(traits.underflow),
+            "overflow": bool(traits.overflow),
+            "circular": bool(traits.circular),
+            "writer_info": {
+                "dask_hizt": _transform(axis, name) | {"bins": int(axis.size)}
+            },
+        }
+    elif isinstance(axis, bh.axis.Regular):
+        out = {
             "type": "regular",
             "lower": float(axis.edges[0]),
             "upper": float(axis.edges[-1]),
@@ -135,11 +173,24 @@ def axis_from_dict(data: Mapping[str, Any]) -> Any:
     name = meta.pop("name", "") or ""
     label = meta.pop("label", "") or ""
     kind = data["type"]
+    info = data.get("writer_info", {}).get("dask_hizt", {})
     axis: Any
-    if (
-        kind == "regular"
-        and data.get("writer_info", {}).get("dask_hizt", {}).get("kind") == "integer"
-    ):
+    if info.get("transform"):
+        t = info["transform"]
+        transform = (
+            bh.axis.transform.Pow(info["power"])
+            if t == "pow"
+            else getattr(bh.axis.transform, t)
+        )
+        axis = hist.axis.Regular(
+            int(info["bins"]),
+            float(data["edges"][0]),
+            float(data["edges"][-1]),
+            transform=transform,
+            name=name,
+            label=label,
+        )  # boost refuses flow options next to a transform: they are the defaults
+    elif kind == "regular" and info.get("kind") == "integer":
         axis = hist.axis.Integer(
             int(data["lower"]),
             int(data["upper"]),

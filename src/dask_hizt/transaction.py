@@ -31,6 +31,7 @@ import numpy as np
 import zarr
 import zarr.errors
 
+from ._algebra import for_storage
 from .errors import CommitError, NotAHistogramError, SchemaMismatchError, StoreError
 from .layout import Layout
 from .schema import FORMAT_VERSION, Schema
@@ -304,7 +305,10 @@ def commit_forks(
     for w in written:
         for path, coords in w.chunks.items():
             ours.setdefault(path, set()).update(coords)
-    metadata = {**metadata, ATTR_KEY: {**metadata.get(ATTR_KEY, {}), "compute": compute_id}}
+    metadata = {
+        **metadata,
+        ATTR_KEY: {**metadata.get(ATTR_KEY, {}), "compute": compute_id},
+    }
     with ref.lock():
         for attempt in range(retries):
             done = _committed(ref.repo, branch, base, compute_id)
@@ -335,7 +339,9 @@ def commit_forks(
     raise CommitError(msg)
 
 
-def _committed(repo: icechunk.Repository, branch: str, base: str, compute_id: str) -> str | None:
+def _committed(
+    repo: icechunk.Repository, branch: str, base: str, compute_id: str
+) -> str | None:
     """The snapshot after ``base`` on ``branch`` made by ``compute_id``, if any."""
     for snap in repo.ancestry(branch=branch):
         if snap.id == base:
@@ -351,27 +357,39 @@ def _add_theirs(
     base: str,
     ours: Mapping[str, set[tuple[int, ...]]],
 ) -> None:
-    """Rewrite chunks changed on both sides as ``theirs + (ours - base)``."""
+    """Rewrite chunks changed on both sides as ``theirs + (ours - base)``.
+
+    For mean storages "+" and "-" are the merge and its inverse, applied to
+    all fields of a chunk together.
+    """
     tip = session.snapshot_id
     changed = repo.diff(from_snapshot_id=base, to_snapshot_id=tip).updated_chunks
-    both: dict[str, list[tuple[int, ...]]] = {}
+    both: dict[str, set[tuple[int, ...]]] = {}
     for raw, coords in changed.items():
         path = raw.lstrip("/")
         hit = ours.get(path, set()) & {tuple(c) for c in coords}
         if hit:
-            both[path] = sorted(hit)
+            both.setdefault(posixpath.dirname(path), set()).update(hit)
     if not both:
         return
     base_store = repo.readonly_session(snapshot_id=base).store
     tip_store = repo.readonly_session(snapshot_id=tip).store
-    for path, hits in both.items():
-        mine: Any = zarr.open_array(session.store, path=path)
-        before = zarr.open_array(base_store, path=path)
-        theirs = zarr.open_array(tip_store, path=path)
-        for c in hits:
+    for hist_path, hits in both.items():
+        schema, layout = read_histogram_meta(session.store, hist_path)
+        algebra = for_storage(schema.spec.uhi_type)
+        names = [f"{hist_path}/{f}" for f in schema.spec.fields]
+        mine: list[Any] = [zarr.open_array(session.store, path=p) for p in names]
+        before = [zarr.open_array(base_store, path=p) for p in names]
+        theirs = [zarr.open_array(tip_store, path=p) for p in names]
+        for c in sorted(hits):
             sel = tuple(
                 slice(i * s, min((i + 1) * s, n))
-                for i, s, n in zip(c, mine.chunks, mine.shape, strict=True)
+                for i, s, n in zip(c, layout.chunks, layout.shape, strict=True)
             )
-            delta = np.asarray(mine[sel]) - np.asarray(before[sel])
-            mine[sel] = np.asarray(theirs[sel]) + delta
+            delta = algebra.unmerge(
+                tuple(np.asarray(a[sel]) for a in mine),
+                tuple(np.asarray(a[sel]) for a in before),
+            )
+            new = algebra.merge(tuple(np.asarray(a[sel]) for a in theirs), delta)
+            for a, v in zip(mine, new, strict=True):
+                a[sel] = v
