@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dask_hizt._fill import Arg, FillSpec, FillTask
+from dask_hizt._fill import Arg, FillSpec, FillTask, Target
 from dask_hizt._graph import route_and_write
 from dask_hizt._partial import Partial, combine, from_entries
 from dask_hizt.errors import FillError
@@ -104,14 +104,19 @@ def test_routing_tree_is_bounded(
     assert routing <= (n_partitions + n_owners) * levels
 
 
-def _task(
+def _target(
     axes: list, storage: hist.storage.Storage, chunk_bytes: str = "64B"
-) -> FillTask:
+) -> Target:
     schema = Schema.from_axes(axes, storage)
-    return FillTask(schema, Layout.for_schema(schema, chunk_bytes), ())
+    return Target("h", schema, Layout.for_schema(schema, chunk_bytes), 0, 0)
 
 
-def _to_hist(task: FillTask, partial: Partial) -> hist.Hist:
+def _task(target: Target, spec: FillSpec) -> FillTask:
+    """A fill task filling one histogram; it returns one partial (one key space)."""
+    return FillTask((target,), ((0, spec),), (target.layout.n_keys,))
+
+
+def _to_hist(task: Target, partial: Partial) -> hist.Hist:
     """Scatter a partial over the full key space back into a hist.Hist."""
     layout = task.layout
     h = task.schema.empty_hist()
@@ -191,12 +196,11 @@ def test_fill_kernel_equals_eager_fill(
         None if weight is None else Arg(index=next(slots)),
         None if sample is None else Arg(index=next(slots)),
     )
-    task = _task(axes, getattr(hist.storage, storage)())
-    task = FillTask(task.schema, task.layout, (spec,))
+    target = _target(axes, getattr(hist.storage, storage)())
     with dask.config.set({"dask_hizt.dense-fraction": fraction}):
-        partial = task([*data, *extra])
-    expected = task.schema.empty_hist().fill(*data, weight=weight, sample=sample)
-    got = _to_hist(task, partial)
+        (partial,) = _task(target, spec)([*data, *extra])
+    expected = target.schema.empty_hist().fill(*data, weight=weight, sample=sample)
+    got = _to_hist(target, partial)
     gv, ev = np.asarray(got.view(flow=True)), np.asarray(expected.view(flow=True))
     for field in gv.dtype.names or [None]:
         g = gv if field is None else gv[field]
@@ -205,12 +209,11 @@ def test_fill_kernel_equals_eager_fill(
 
 
 def test_fill_kernel_rejects_bad_values() -> None:
-    task = _task(
+    target = _target(
         [hist.axis.StrCategory(["a"], name="c"), hist.axis.Regular(3, 0, 1, name="x")],
         hist.storage.Double(),
     )
-    spec = FillSpec((Arg(index=0), Arg(index=1)), None)
-    task = FillTask(task.schema, task.layout, (spec,))
+    task = _task(target, FillSpec((Arg(index=0), Arg(index=1)), None))
     with pytest.raises(FillError, match="different lengths"):
         task([np.array(["a", "a"]), np.array([0.5])], "p0")
     with pytest.raises(FillError, match="numeric"):

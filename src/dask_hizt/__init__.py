@@ -11,7 +11,7 @@ from importlib.metadata import version as _version
 __version__ = _version("dask-hizt")
 
 from . import config as _config
-from .collection import Hist, histogram
+from .collection import Hist, HistSet, compute, histogram
 from .errors import (
     CommitError,
     FillError,
@@ -31,6 +31,7 @@ __all__ = [
     "CommitError",
     "FillError",
     "Hist",
+    "HistSet",
     "HiztError",
     "NotAHistogramError",
     "SchemaMismatchError",
@@ -39,6 +40,7 @@ __all__ = [
     "UnsupportedAxisError",
     "UnsupportedStorageError",
     "__version__",
+    "compute",
     "histogram",
     "open",
 ]

@@ -1,4 +1,10 @@
-"""One input partition -> a sparse partial histogram. No dask imports here.
+"""One input partition -> sparse partial histograms. No dask imports here.
+
+A fill task fills every histogram of a compute that reads this partition.
+Histograms that share a repository and a kind of storage share one *key
+space*: their keys are laid end to end (a histogram's keys start at its
+``offset``), so the task returns one partial per key space, and the rest of
+the graph routes all of them together.
 
 The bin of each entry along each axis is found with boost-histogram's own
 ``axis.index`` for numeric axes, so edges, flow bins, NaN and circular axes
@@ -23,7 +29,7 @@ from .errors import FillError
 from .layout import Layout
 from .schema import Schema
 
-__all__ = ["Arg", "FillSpec", "FillTask", "fill_partition"]
+__all__ = ["Arg", "FillSpec", "FillTask", "Target"]
 
 
 @dataclass(frozen=True)
@@ -45,16 +51,60 @@ class FillSpec:
 
 
 @dataclass(frozen=True)
-class FillTask:
-    """Everything a fill task needs apart from the partition data."""
+class Target:
+    """One histogram of a compute, and where its keys lie in its key space."""
 
+    path: str
     schema: Schema
     layout: Layout
-    fills: tuple[FillSpec, ...]
+    space: int
+    offset: int
 
-    def __call__(self, inputs: Sequence[Any], partition: str = "") -> Partial:
-        """Fill the queued fills from one partition's inputs."""
-        return fill_partition(self, inputs, partition)
+    @property
+    def key_range(self) -> tuple[int, int]:
+        """The histogram's keys in its key space."""
+        return self.offset, self.offset + self.layout.n_keys
+
+
+@dataclass(frozen=True)
+class FillTask:
+    """Everything a fill task needs apart from the partition data.
+
+    Attributes
+    ----------
+    targets
+        The histograms of the compute.
+    fills
+        ``(target index, fill)`` for every queued fill that reads this
+        partition.
+    space_sizes
+        Number of keys of each key space.
+    """
+
+    targets: tuple[Target, ...]
+    fills: tuple[tuple[int, FillSpec], ...]
+    space_sizes: tuple[int, ...]
+
+    def __call__(
+        self, inputs: Sequence[Any], partition: str = ""
+    ) -> tuple[Partial, ...]:
+        """Fill the queued fills from one partition's inputs; one partial per key space."""
+        per_space: list[list[Partial]] = [[] for _ in self.space_sizes]
+        for t, spec in self.fills:
+            target = self.targets[t]
+            part = _one_fill(target.schema, target.layout, spec, inputs, partition)
+            per_space[target.space].append(part.shifted(target.offset))
+        out = []
+        for space, (parts, n_keys) in enumerate(
+            zip(per_space, self.space_sizes, strict=True)
+        ):
+            if parts:
+                out.append(combine(parts, 0, n_keys))
+            else:
+                schema = next(t.schema for t in self.targets if t.space == space)
+                dtypes = [schema.dtype] * len(schema.spec.fields)
+                out.append(empty(0, n_keys, dtypes, for_storage(schema.spec.uhi_type)))
+        return tuple(out)
 
 
 def _as_1d(obj: Any, what: str, partition: str) -> npt.NDArray[Any]:
@@ -107,9 +157,12 @@ def _axis_indices(
 
 
 def _one_fill(
-    task: FillTask, spec: FillSpec, inputs: Sequence[Any], partition: str
+    schema: Schema,
+    layout: Layout,
+    spec: FillSpec,
+    inputs: Sequence[Any],
+    partition: str,
 ) -> Partial:
-    schema, layout = task.schema, task.layout
     names = [n or f"#{i}" for i, n in enumerate(schema.names)]
 
     values: list[Any] = []  # per axis: a 1-D array or a broadcast scalar
@@ -133,8 +186,8 @@ def _one_fill(
     n = next(iter(lengths.values())) if lengths else 1
 
     if n >= dense_fraction() * layout.n_keys:
-        return _fill_dense(task, values, weight, sample)
-    return _fill_sparse(task, values, weight, sample, n)
+        return _fill_dense(schema, layout, values, weight, sample)
+    return _fill_sparse(schema, layout, values, weight, sample, n)
 
 
 def _numbers(
@@ -157,9 +210,10 @@ def _numbers(
     return arr.astype(np.float64, copy=False)
 
 
-def _fill_dense(task: FillTask, values: list[Any], weight: Any, sample: Any) -> Partial:
+def _fill_dense(
+    schema: Schema, layout: Layout, values: list[Any], weight: Any, sample: Any
+) -> Partial:
     """Many entries per bin: boost-histogram's own fill, reordered into keys."""
-    schema, layout = task.schema, task.layout
     h = schema.empty_hist()
     h.fill(*values, weight=weight, sample=sample)
     view: Any = h.view(flow=True)
@@ -170,10 +224,9 @@ def _fill_dense(task: FillTask, values: list[Any], weight: Any, sample: Any) -> 
 
 
 def _fill_sparse(
-    task: FillTask, values: list[Any], weight: Any, sample: Any, n: int
+    schema: Schema, layout: Layout, values: list[Any], weight: Any, sample: Any, n: int
 ) -> Partial:
     """Few entries per bin: per-entry keys, merged by sorting."""
-    schema, layout = task.schema, task.layout
     dtypes = [schema.dtype] * len(schema.spec.fields)
     algebra = for_storage(schema.spec.uhi_type)
     indices: list[npt.NDArray[np.intp]] = []
@@ -205,11 +258,3 @@ def _fill_sparse(
     else:
         fields = [w]
     return from_entries(0, layout.n_keys, keys, fields, dtypes, algebra)
-
-
-def fill_partition(
-    task: FillTask, inputs: Sequence[Any], partition: str = ""
-) -> Partial:
-    """Fill every queued fill from one partition into one partial over all keys."""
-    parts = [_one_fill(task, spec, inputs, partition) for spec in task.fills]
-    return combine(parts, 0, task.layout.n_keys)

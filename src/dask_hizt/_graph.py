@@ -1,24 +1,27 @@
 """The only module that builds dask graphs.
 
-A compute of one histogram is this graph::
+A compute of one or more histograms is this graph::
 
-    fill(partition 0..P-1)          one sparse partial each, over all keys
+    fill(partition 0..P-1)          one sparse partial per key space, over
+                                    all of its keys
       -> route (levels of combine)  each level merges up to `split-every`
                                     groups and splits the key range into up
                                     to `split-every` owner ranges
-      -> write(owner 0..O-1)        read-add-write of the owner's chunks in
-                                    its fork
-      -> commit                     merge the forks, ONE commit
+      -> write(owner 0..O-1)        read-merge-write of the owner's chunks
+                                    in its fork
+      -> commit (one per repository) merge the forks, ONE commit
 
 Each routing level has about P nodes while ranges split, and O x groups
-nodes after; no node holds more than its key range, so no task ever holds
-the whole histogram, and the graph grows like P x levels + O x log(P).
+nodes after; no node holds more than its key range, so no task ever holds a
+whole histogram, and the graph grows like P x levels + O x log(P).
 """
 
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
@@ -29,37 +32,56 @@ from ._partial import combine
 from ._writer import Owner
 from .transaction import RepoRef, commit_forks
 
-__all__ = ["compute_graph", "route_and_write"]
+__all__ = ["Commit", "compute_graph", "route_and_write"]
 
 Key = Hashable
 
 
+@dataclass(frozen=True)
+class Commit:
+    """The commit of one repository: which key spaces' owners it merges."""
+
+    ref: RepoRef
+    branch: str
+    base: str
+    spaces: tuple[int, ...]
+    message: str
+    metadata: dict[str, Any]
+
+
 def route_and_write(
     dsk: dict[Key, Any],
-    token: str,
+    name: str,
     fill_keys: Sequence[Key],
     owners: Sequence[Owner],
     split_every: int,
+    space: int | None = None,
 ) -> list[Key]:
-    """Add routing and owner tasks to ``dsk``; return the owner tasks' keys.
+    """Add routing and owner tasks of one key space to ``dsk``; return the owners' keys.
 
     Parameters
     ----------
     dsk
         Graph to extend; must already hold ``fill_keys``.
-    token
-        Suffix that makes this graph's key names unique.
+    name
+        Prefix that makes this key space's key names unique.
     fill_keys
-        Keys of the partials over the full key range, one per fill task.
+        Keys of the fill tasks.
     owners
-        Owner tasks, in chunk order (their key ranges tile the key space).
+        Owner tasks, in key order (their key ranges tile the key space).
     split_every
         Fan-in (and fan-out) of the routing tree.
+    space
+        Which element of the fill tasks' output tuples is this key space's
+        partial (``None``: the fill output is the partial itself).
     """
     f = max(2, int(split_every))
     n_owners = len(owners)
     ranges: list[tuple[int, int]] = [(0, n_owners)]
-    nodes: dict[tuple[int, int], Key] = {(0, g): k for g, k in enumerate(fill_keys)}
+    leaves: list[Any] = [
+        k if space is None else (operator.getitem, k, space) for k in fill_keys
+    ]
+    nodes: dict[tuple[int, int], Any] = {(0, g): leaf for g, leaf in enumerate(leaves)}
     n_groups = len(fill_keys)
     level = 0
     while True:
@@ -81,41 +103,43 @@ def route_and_write(
                     nodes[(parent[nri], g)]
                     for g in range(ng * f, min((ng + 1) * f, n_groups))
                 ]
+                key: Key
                 if final:
-                    key: Key = (f"hizt-write-{token}", o0)
+                    key = (f"hizt-write-{name}", o0)
                     dsk[key] = (owners[o0], children)
                 else:
-                    key = (f"hizt-route-{token}", level, nri, ng)
+                    key = (f"hizt-route-{name}", level, nri, ng)
                     lo = owners[o0].key_range[0]
                     hi = owners[o1 - 1].key_range[1]
                     dsk[key] = (combine, children, lo, hi)
                 new_nodes[(nri, ng)] = key
         if final:
             return [new_nodes[(i, 0)] for i in range(len(new_ranges))]
-        ranges, nodes, n_groups = new_ranges, new_nodes, new_groups
+        ranges, nodes, n_groups = new_ranges, dict(new_nodes), new_groups
 
 
 def compute_graph(
     name: str,
     token: str,
     partitions: Sequence[tuple[FillTask, Sequence[Key]]],
-    owners: Sequence[Owner],
-    commit: tuple[RepoRef, str, str, str, dict[str, Any]],
+    spaces: Sequence[Sequence[Owner]],
+    commits: Sequence[Commit],
 ) -> dict[Key, Any]:
-    """The tasks of one compute: fills, routing, owners and the commit.
+    """The tasks of one compute: fills, routing, owners and the commits.
 
     Parameters
     ----------
     name
-        Key name of the commit task, ``(name, 0)``: the collection's output.
+        Key name of the commit tasks, ``(name, i)`` for ``commits[i]``: the
+        outputs of the compute.
     token
         Suffix that makes the other key names unique.
     partitions
         Per fill task, the callable it runs and the keys of its inputs.
-    owners
-        Owner tasks in chunk order.
-    commit
-        ``(repo, branch, base snapshot, message, metadata)`` of the commit.
+    spaces
+        Per key space, its owners in key order.
+    commits
+        One per repository.
     """
     dsk: dict[Key, Any] = {}
     fill_keys = []
@@ -124,16 +148,20 @@ def compute_graph(
         dsk[key] = (fill_task, list(inputs), str(list(inputs)))
         fill_keys.append(key)
     split_every = int(dask.config.get("dask_hizt.split-every"))
-    writer_keys = route_and_write(dsk, token, fill_keys, owners, split_every)
-    ref, branch, base, message, metadata = commit
-    dsk[(name, 0)] = (
-        commit_forks,
-        ref,
-        branch,
-        base,
-        writer_keys,
-        message,
-        metadata,
-        name,
-    )
+    writers = [
+        route_and_write(dsk, f"{token}-{s}", fill_keys, owners, split_every, space=s)
+        for s, owners in enumerate(spaces)
+    ]
+    for i, c in enumerate(commits):
+        keys = [k for s in c.spaces for k in writers[s]]
+        dsk[(name, i)] = (
+            commit_forks,
+            c.ref,
+            c.branch,
+            c.base,
+            keys,
+            c.message,
+            c.metadata,
+            f"{name}-{i}",
+        )
     return dsk

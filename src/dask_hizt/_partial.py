@@ -63,18 +63,28 @@ class Partial:
         return len(self.fields[0])
 
     def restrict(self, lo: int, hi: int) -> Partial:
-        """The part of this partial inside ``[lo, hi)`` (views, no copies)."""
-        lo, hi = max(lo, self.lo), min(hi, self.hi)
-        if hi <= lo:
-            return empty(lo, max(lo, hi), [f.dtype for f in self.fields], self.algebra)
-        if self.keys is None:
-            sl = slice(lo - self.lo, hi - self.lo)
+        """The part of this partial inside ``[lo, hi)`` (views, no copies).
+
+        A sparse result covers exactly ``[lo, hi)``; a dense one only the part
+        of it that this partial covers.
+        """
+        hi = max(lo, hi)
+        if self.keys is not None:
+            a, b = np.searchsorted(self.keys, (lo, hi))
             return Partial(
-                lo, hi, None, tuple(f[sl] for f in self.fields), self.algebra
+                lo, hi, self.keys[a:b], tuple(f[a:b] for f in self.fields), self.algebra
             )
-        a, b = np.searchsorted(self.keys, (lo, hi))
+        clo, chi = max(lo, self.lo), min(hi, self.hi)
+        if chi <= clo:
+            return empty(lo, hi, [f.dtype for f in self.fields], self.algebra)
+        sl = slice(clo - self.lo, chi - self.lo)
+        return Partial(clo, chi, None, tuple(f[sl] for f in self.fields), self.algebra)
+
+    def shifted(self, offset: int) -> Partial:
+        """The same sums, ``offset`` keys further on."""
+        keys = None if self.keys is None else self.keys + offset
         return Partial(
-            lo, hi, self.keys[a:b], tuple(f[a:b] for f in self.fields), self.algebra
+            self.lo + offset, self.hi + offset, keys, self.fields, self.algebra
         )
 
     def to_dense(self) -> tuple[Array, ...]:
@@ -174,7 +184,7 @@ def combine(partials: Sequence[Partial], lo: int, hi: int) -> Partial:
     unique pairs otherwise.
     """
     parts = [p.restrict(lo, hi) for p in partials]
-    if len(parts) == 1:
+    if len(parts) == 1 and (parts[0].lo, parts[0].hi) == (lo, hi):
         return parts[0]
     algebra = parts[0].algebra
     n_keys = hi - lo
@@ -183,7 +193,9 @@ def combine(partials: Sequence[Partial], lo: int, hi: int) -> Partial:
         out = tuple(np.zeros(n_keys, dtype=f.dtype) for f in parts[0].fields)
         for p in parts:
             if p.keys is None:
-                algebra.merge_into(out, p.fields)
+                algebra.merge_into(
+                    tuple(o[p.lo - lo : p.hi - lo] for o in out), p.fields
+                )
             else:
                 # Keys are unique within one partial: one gather, merge, scatter.
                 local = p.keys - lo

@@ -19,69 +19,99 @@ from ._partial import Partial, combine
 from .layout import Layout
 from .transaction import Written
 
-__all__ = ["Owner"]
+__all__ = ["Owner", "Segment"]
 
 
 @dataclass(frozen=True)
-class Owner:
-    """The chunks ``[first, stop)`` of one histogram and the fork that writes them."""
+class Segment:
+    """The chunks ``[first, stop)`` of one histogram, whose keys start at ``offset``."""
 
     path: str
     fields: tuple[str, ...]
     layout: Layout
+    offset: int
     first: int
     stop: int
+
+    @property
+    def key_range(self) -> tuple[int, int]:
+        """Keys of the segment's chunks in the key space."""
+        cs = self.layout.chunk_size
+        return self.offset + self.first * cs, self.offset + self.stop * cs
+
+
+@dataclass(frozen=True)
+class Owner:
+    """A run of consecutive chunks of a key space, and the fork that writes them.
+
+    The run may span several histograms (one :class:`Segment` each).
+    """
+
+    segments: tuple[Segment, ...]
     fork: Any
 
     @property
     def key_range(self) -> tuple[int, int]:
         """Keys of the owned chunks."""
-        cs = self.layout.chunk_size
-        return self.first * cs, self.stop * cs
+        return self.segments[0].key_range[0], self.segments[-1].key_range[1]
 
     def __call__(self, partials: Sequence[Partial]) -> Written:
-        """Add the partials' sums to the owned chunks; return the fork and what it wrote."""
+        """Merge the partials into the owned chunks; return the fork and what it wrote."""
         # Work on a fresh copy of the fork: a retried task must not find the
         # writes of an earlier attempt in an object it shares with it.
         fork = pickle.loads(pickle.dumps(self.fork))
         lo, hi = self.key_range
         total = combine(partials, lo, hi)
-        touched = _touched_chunks(total, self.layout.chunk_size)
-        if not len(touched):
-            return Written(fork, {})
-        coords = [self.layout.chunk_coords(int(c)) for c in touched]
-        sync(self._write(fork, total, touched))
-        return Written(fork, {f"{self.path}/{f}": coords for f in self.fields})
+        jobs = []
+        written: dict[str, list[tuple[int, ...]]] = {}
+        for seg in self.segments:
+            s_lo, s_hi = seg.key_range
+            local = combine([total], s_lo, s_hi).shifted(-seg.offset)
+            touched = _touched_chunks(local, seg.layout.chunk_size)
+            if len(touched):
+                coords = [seg.layout.chunk_coords(int(c)) for c in touched]
+                written.update({f"{seg.path}/{f}": coords for f in seg.fields})
+                jobs.append((seg, local, touched))
+        if jobs:
+            sync(_write(fork, jobs))
+        return Written(fork, written)
 
-    async def _write(
-        self, fork: Any, total: Partial, touched: npt.NDArray[np.int64]
+
+async def _write(
+    fork: Any, jobs: list[tuple[Segment, Partial, npt.NDArray[np.int64]]]
+) -> None:
+    """Read-merge-write every touched chunk of every field, many at a time."""
+    limit = asyncio.Semaphore(int(dask.config.get("dask_hizt.write-concurrency")))
+
+    async def one(
+        seg: Segment, arrays: list[Any], part: Partial, chunk_id: int
     ) -> None:
-        """Read-add-write every touched chunk of every field, many at a time."""
+        layout = seg.layout
+        cs = layout.chunk_size
+        block = part.restrict(chunk_id * cs, (chunk_id + 1) * cs).to_dense()
+        selection, inner = layout.chunk_region(chunk_id)
+        delta = tuple(f.reshape(layout.chunks)[inner] for f in block)
+        async with limit:
+            old = await asyncio.gather(*(a.getitem(selection) for a in arrays))
+            new = part.algebra.merge(tuple(np.asarray(o) for o in old), delta)
+            await asyncio.gather(
+                *(a.setitem(selection, v) for a, v in zip(arrays, new, strict=True))
+            )
+
+    tasks: list[Any] = []
+    for seg, part, touched in jobs:
         arrays = [
             await zarr.api.asynchronous.open_array(
-                store=fork.store, path=f"{self.path}/{f}"
+                store=fork.store, path=f"{seg.path}/{f}"
             )
-            for f in self.fields
+            for f in seg.fields
         ]
-        cs = self.layout.chunk_size
-        limit = asyncio.Semaphore(int(dask.config.get("dask_hizt.write-concurrency")))
-
-        async def one(chunk_id: int) -> None:
-            part = total.restrict(chunk_id * cs, (chunk_id + 1) * cs).to_dense()
-            selection, inner = self.layout.chunk_region(chunk_id)
-            delta = tuple(f.reshape(self.layout.chunks)[inner] for f in part)
-            async with limit:
-                old = await asyncio.gather(*(a.getitem(selection) for a in arrays))
-                new = total.algebra.merge(tuple(np.asarray(o) for o in old), delta)
-                await asyncio.gather(
-                    *(a.setitem(selection, v) for a, v in zip(arrays, new, strict=True))
-                )
-
-        await asyncio.gather(*(one(int(c)) for c in touched))
+        tasks.extend(one(seg, arrays, part, int(c)) for c in touched)
+    await asyncio.gather(*tasks)
 
 
-def _touched_chunks(p: Partial, chunk_size: int) -> np.ndarray[Any, np.dtype[np.int64]]:
-    """Ids of the chunks in which ``p`` has a non-zero value."""
+def _touched_chunks(p: Partial, chunk_size: int) -> npt.NDArray[np.int64]:
+    """Ids of the chunks in which ``p`` (covering whole chunks) has a non-zero value."""
     if p.keys is not None:
         return np.unique(p.keys // chunk_size)
     filled = np.zeros(p.hi - p.lo, dtype=bool)

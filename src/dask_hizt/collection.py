@@ -20,25 +20,19 @@ import dask.array as da
 import hist
 import numpy as np
 from dask.base import DaskMethodsMixin, is_dask_collection, tokenize
-from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph
 
-from . import __version__
-from ._fill import Arg, FillSpec, FillTask
-from ._graph import compute_graph
-from ._writer import Owner
+from ._plan import Plan, plan
 from .errors import FillError
 from .schema import Schema
 from .stored import StoredHist
 from .transaction import (
-    ATTR_KEY,
     RepoRef,
     check_path,
     ensure_histogram,
-    read_histogram_meta,
 )
 
-__all__ = ["Hist", "histogram"]
+__all__ = ["Hist", "HistSet", "compute", "histogram"]
 
 Key = Hashable
 
@@ -147,7 +141,7 @@ class Hist(DaskMethodsMixin):
         self._layout = ensure_histogram(self._ref, branch, self._path, self._schema)
         self._fills: list[_Fill] = []
         self._id = uuid.uuid4().hex
-        self._plan_cache: tuple[str, _Plan] | None = None
+        self._plan_cache: tuple[str, Plan] | None = None
 
     # ------------------------------------------------------------ public ---
 
@@ -243,16 +237,16 @@ class Hist(DaskMethodsMixin):
     # ------------------------------------------------- dask collection ---
 
     def __dask_graph__(self) -> HighLevelGraph:
-        return self._plan().graph
+        return self._plan()[1].graph
 
     def __dask_keys__(self) -> list[Key]:
-        return [(self._plan().name, 0)]
+        return self._plan()[1].keys
 
     def __dask_layers__(self) -> tuple[str, ...]:
-        return (self._plan().name,)
+        return (self._plan()[0],)
 
     def __dask_tokenize__(self) -> str:
-        return self._plan().name
+        return self._plan()[0]
 
     def __dask_postcompute__(self) -> tuple[Any, tuple[Any, ...]]:
         return _finalize, (self._ref, self._path)
@@ -266,25 +260,89 @@ class Hist(DaskMethodsMixin):
 
     # -------------------------------------------------------------- plan ---
 
-    def _plan(self) -> _Plan:
+    def _plan(self) -> tuple[str, Plan]:
         """The graph of a compute, built against the current tip of the branch.
 
         Cached per tip, so ``__dask_keys__`` and ``__dask_graph__`` agree; a
         new tip (after any commit) gives new keys and fresh forks.
         """
-        tip = self._ref.repo.lookup_branch(self._branch)
-        token = tokenize(self._id, tip, [_fill_token(f) for f in self._fills])
-        if self._plan_cache is not None and self._plan_cache[0] == token:
-            return self._plan_cache[1]
-        plan = _build_plan(self, token)
-        self._plan_cache = (token, plan)
-        return plan
+        return _cached_plan(self, [self])
 
 
-@dataclass(frozen=True)
-class _Plan:
-    name: str
-    graph: HighLevelGraph
+def _cached_plan(owner: Hist | HistSet, hists: Sequence[Hist]) -> tuple[str, Plan]:
+    tips = [h._ref.repo.lookup_branch(h._branch) for h in hists]
+    token = tokenize(
+        owner._id, tips, [[_fill_token(f) for f in h._fills] for h in hists]
+    )
+    name = f"hizt-commit-{token}"
+    cached = owner._plan_cache
+    if cached is None or cached[0] != token:
+        cached = owner._plan_cache = (token, plan(hists, name, token))
+    return name, cached[1]
+
+
+class HistSet(DaskMethodsMixin):
+    """Histograms computed together: one fill task per input partition for all
+    of them, and ONE commit per repository.
+
+    Parameters
+    ----------
+    hists
+        The lazy histograms, with their fills queued.
+
+    Examples
+    --------
+    >>> stored = HistSet([h1, h2, h3]).compute()  # doctest: +SKIP
+    >>> stored[0].to_hist()  # doctest: +SKIP
+    """
+
+    def __init__(self, hists: Sequence[Hist]) -> None:
+        self.hists = list(hists)
+        if not all(isinstance(h, Hist) for h in self.hists):
+            msg = "HistSet takes dask_hizt.Hist objects"
+            raise TypeError(msg)
+        self._id = uuid.uuid4().hex
+        self._plan_cache: tuple[str, Plan] | None = None
+
+    def _plan(self) -> tuple[str, Plan]:
+        return _cached_plan(self, self.hists)
+
+    def __len__(self) -> int:
+        return len(self.hists)
+
+    def __dask_graph__(self) -> HighLevelGraph:
+        return self._plan()[1].graph
+
+    def __dask_keys__(self) -> list[Key]:
+        return self._plan()[1].keys
+
+    def __dask_layers__(self) -> tuple[str, ...]:
+        return (self._plan()[0],)
+
+    def __dask_tokenize__(self) -> str:
+        return self._plan()[0]
+
+    def __dask_postcompute__(self) -> tuple[Any, tuple[Any, ...]]:
+        targets = [(h._ref, h._path) for h in self.hists]
+        return _finalize_set, (targets, self._plan()[1].output_of)
+
+    def __dask_postpersist__(self) -> tuple[Any, tuple[Any, ...]]:
+        msg = (
+            "persist() is not supported: compute() a dask_hizt.HistSet, which stores it"
+        )
+        raise NotImplementedError(msg)
+
+    __dask_optimize__ = staticmethod(dask.base.dont_optimize)
+    __dask_scheduler__ = staticmethod(dask.threaded.get)
+
+
+def compute(*hists: Hist, **kwargs: Any) -> list[StoredHist]:
+    """Compute histograms together (one pass over the inputs, one commit per repository).
+
+    Keyword arguments go to ``dask.compute`` (e.g. ``scheduler=``).
+    """
+    (stored,) = dask.base.compute(HistSet(hists), **kwargs)
+    return list(stored)
 
 
 def _fill_token(fill: _Fill) -> str:
@@ -347,89 +405,20 @@ def _align(fill: _Fill) -> _Fill:
     return out
 
 
-def _build_plan(h: Hist, token: str) -> _Plan:
-    ref, branch, path, schema = h._ref, h._branch, h._path, h._schema
-    session = ref.repo.writable_session(branch)
-    base = str(session.snapshot_id)
-    stored, layout = read_histogram_meta(session.store, path)
-    schema.check_same(stored, f"histogram {path!r}")
-
-    # dask.dataframe inputs are optimised (column projection, lowering) as
-    # dask.compute would; dask.optimize() of several dask-expr collections
-    # returns graphs whose keys do not hold the columns, so one at a time.
-    sources = [s.collection for fill in h._fills for s in fill.sources()]
-    inputs = [c if isinstance(c, da.Array) else c.optimize() for c in sources]
-    keys_of = iter([list(flatten(c.__dask_keys__())) for c in inputs])
-
-    # One fill task per partition index, taking every queued fill with that
-    # many partitions; fills with another partitioning get their own tasks.
-    groups: dict[int, list[tuple[FillSpec, list[list[Key]]]]] = {}
-    for fill in h._fills:
-        keys_per_arg: list[list[Key]] = []
-
-        def arg(
-            s: _Source | None, keys_per_arg: list[list[Key]] = keys_per_arg
-        ) -> Arg | None:
-            if s is None:
-                return None
-            if not s.partitioned:
-                return Arg(value=s.value)
-            keys_per_arg.append(next(keys_of))
-            return Arg(index=len(keys_per_arg) - 1)
-
-        axes = tuple(arg(s) for s in fill.axes)
-        spec = FillSpec(
-            tuple(a for a in axes if a is not None), arg(fill.weight), arg(fill.sample)
-        )
-        n = len(keys_per_arg[0]) if keys_per_arg else 1
-        groups.setdefault(n, []).append((spec, keys_per_arg))
-
-    partitions: list[tuple[FillTask, list[Any]]] = []
-    input_names: list[str] = []
-    for n, members in groups.items():
-        offsets = np.cumsum([0] + [len(k) for _, k in members])
-        specs = tuple(
-            FillSpec(
-                tuple(_shift(a, int(off)) for a in spec.axes),
-                None if spec.weight is None else _shift(spec.weight, int(off)),
-                None if spec.sample is None else _shift(spec.sample, int(off)),
-            )
-            for (spec, _), off in zip(members, offsets[:-1], strict=True)
-        )
-        task = FillTask(schema, layout, specs)
-        for i in range(n):
-            keys = [k[i] for _, per_arg in members for k in per_arg]
-            partitions.append((task, keys))
-            input_names.append(str(keys))
-
-    n_fields = len(schema.spec.fields)
-    n_owners = layout.default_owners(schema.dtype.itemsize * n_fields)
-    owners = [
-        Owner(path, schema.spec.fields, layout, a, b, session.fork())
-        for a, b in layout.owner_ranges(n_owners)
-    ]
-    name = f"hizt-commit-{token}"
-    metadata = {
-        ATTR_KEY: {
-            "version": __version__,
-            "histograms": {path: {"inputs": input_names}},
-        }
-    }
-    message = f"dask_hizt: fill {path} from {len(partitions)} partitions"
-    dsk = compute_graph(
-        name, token, partitions, owners, (ref, branch, base, message, metadata)
-    )
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=inputs)  # type: ignore[arg-type]
-    return _Plan(name, graph)
-
-
-def _shift(a: Arg, offset: int) -> Arg:
-    return a if a.index is None else Arg(index=a.index + offset)
-
-
 def _finalize(results: Sequence[Any], ref: RepoRef, path: str) -> StoredHist:
     (snapshot_id,) = results
     return StoredHist(ref, path, snapshot_id)
+
+
+def _finalize_set(
+    results: Sequence[Any],
+    targets: Sequence[tuple[RepoRef, str]],
+    output_of: Sequence[int],
+) -> list[StoredHist]:
+    return [
+        StoredHist(ref, path, results[i])
+        for (ref, path), i in zip(targets, output_of, strict=True)
+    ]
 
 
 def histogram(

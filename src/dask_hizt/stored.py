@@ -7,12 +7,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import dask.array as da
 import hist
 import icechunk
 import numpy as np
 import numpy.typing as npt
 import zarr
+from dask.base import tokenize
 
+from . import _read
 from .errors import StoreError
 from .layout import Layout
 from .schema import Schema
@@ -111,6 +114,55 @@ class StoredHist:
         """Bin variances (``None`` where the storage cannot give them)."""
         out = self.to_hist().variances(flow=flow)
         return None if out is None else np.asarray(out)
+
+    def __getitem__(self, index: Any) -> Any:
+        """Index like ``hist.Hist``, reading only the chunks the index needs.
+
+        Takes every index ``hist.Hist`` takes (integers, ``hist.loc``,
+        category labels, slices, ``sum``, ``hist.rebin``, ``...``, lists of
+        categories, dicts keyed by axis name or number) and returns exactly
+        ``self.to_hist()[index]``. Axes picked down to one bin, and category
+        lists, are read at the picked bins only; other axes are read whole.
+        """
+        return _read.getitem(self._session.store, self._schema, self.path, index)
+
+    def project(self, *axes: int | str, flow: bool = True) -> hist.Hist:  # type: ignore[type-arg]
+        """The histogram over some axes only, like ``hist.Hist.project``.
+
+        Streams over the chunks (each is read once), so memory is about the
+        output plus one chunk; see :func:`dask_hizt._read.project` for the
+        one case where several chunks are held at once. The result equals
+        ``self.to_hist().project(*axes, flow=flow)`` exactly.
+
+        Parameters
+        ----------
+        *axes
+            Axes to keep, by name or number, in the order wanted.
+        flow
+            Whether the flow bins of the dropped axes are added in.
+        """
+        return _read.project(
+            self._session.store, self._schema, self._layout, self.path, axes, flow=flow
+        )
+
+    def to_dask_array(self, field: str = "value", flow: bool = False) -> da.Array:
+        """One storage field as a dask array over the stored zarr array.
+
+        The dask chunks are the zarr chunks (cut at the flow bins when
+        ``flow=False``). The graph holds this snapshot's readonly session,
+        which pickles, so it computes on distributed clusters too.
+
+        Parameters
+        ----------
+        field
+            ``"value"``, or ``"variance"`` for Weight storage.
+        flow
+            Keep the flow bins.
+        """
+        name = "dask-hizt-" + tokenize(self.snapshot_id, self.path, field)
+        return _read.to_dask_array(
+            self._session.store, self._schema, self.path, field, flow=flow, name=name
+        )
 
     def history(self) -> list[Commit]:
         """The commits that created and filled this histogram, newest first."""

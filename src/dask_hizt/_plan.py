@@ -1,0 +1,225 @@
+"""What a compute does: targets, key spaces, owners, forks and commits.
+
+One plan covers every histogram computed together. Histograms are grouped by
+repository (one commit each) and, inside a repository, by storage kind into
+key spaces; the queued fills of all histograms are grouped by partitioning
+into shared fill tasks, so each input partition is read once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import TYPE_CHECKING, Any
+
+import dask
+import dask.array as da
+import numpy as np
+from dask.core import flatten
+from dask.highlevelgraph import HighLevelGraph
+from dask.utils import parse_bytes
+
+from . import __version__
+from ._fill import Arg, FillSpec, FillTask, Target
+from ._graph import Commit, compute_graph
+from ._writer import Owner, Segment
+from .transaction import ATTR_KEY, RepoRef, read_histogram_meta
+
+if TYPE_CHECKING:
+    from .collection import Hist, _Fill, _Source
+
+__all__ = ["Plan", "plan"]
+
+Key = Hashable
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A compute's graph, its output keys (one per repository) and, per
+    histogram, the index of the output holding its snapshot id."""
+
+    graph: HighLevelGraph
+    keys: list[Key]
+    output_of: list[int]
+
+
+def _repo_id(ref: RepoRef, branch: str) -> tuple[Any, str]:
+    return (ref.local_path or id(ref.repo), branch)
+
+
+def plan(hists: Sequence[Hist], name: str, token: str) -> Plan:
+    """Build the graph that fills, writes and commits ``hists`` together."""
+    # --- targets: one per histogram path per repository ------------------
+    repos: dict[tuple[Any, str], int] = {}
+    refs: list[tuple[RepoRef, str]] = []
+    target_of: dict[tuple[int, str], int] = {}
+    target_hists: list[Hist] = []
+    for h in hists:
+        r = repos.setdefault(_repo_id(h._ref, h._branch), len(repos))
+        if r == len(refs):
+            refs.append((h._ref, h._branch))
+        if (r, h._path) not in target_of:
+            target_of[(r, h._path)] = len(target_hists)
+            target_hists.append(h)
+
+    sessions = [ref.repo.writable_session(branch) for ref, branch in refs]
+    targets: list[Target] = []
+    spaces: list[tuple[int, type[Any]]] = []  # (repository, storage) of each key space
+    space_size: list[int] = []
+    for (r, path), _ in sorted(target_of.items(), key=lambda kv: kv[1]):
+        h = target_hists[target_of[(r, path)]]
+        stored, layout = read_histogram_meta(sessions[r].store, path)
+        h._schema.check_same(stored, f"histogram {path!r}")
+        kind = (r, stored.storage)
+        if kind not in spaces:
+            spaces.append(kind)
+            space_size.append(0)
+        s = spaces.index(kind)
+        targets.append(Target(path, stored, layout, s, space_size[s]))
+        space_size[s] += layout.n_keys
+
+    # --- fills: shared fill tasks, one per partition index ----------------
+    queued: list[tuple[int, _Fill]] = [
+        (target_of[(repos[_repo_id(h._ref, h._branch)], h._path)], f)
+        for h in hists
+        for f in h._fills
+    ]
+    # dask.dataframe inputs are optimised (column projection, lowering) as
+    # dask.compute would; dask.optimize() of several dask-expr collections
+    # returns graphs whose keys do not hold the columns, so one at a time.
+    sources = [s.collection for _, fill in queued for s in fill.sources()]
+    inputs = [c if isinstance(c, da.Array) else c.optimize() for c in sources]
+    keys_of = iter([list(flatten(c.__dask_keys__())) for c in inputs])
+
+    groups: dict[int, list[tuple[int, FillSpec, list[list[Key]]]]] = {}
+    for t, fill in queued:
+        keys_per_arg: list[list[Key]] = []
+
+        def arg(
+            s: _Source | None, keys_per_arg: list[list[Key]] = keys_per_arg
+        ) -> Arg | None:
+            if s is None:
+                return None
+            if not s.partitioned:
+                return Arg(value=s.value)
+            keys_per_arg.append(next(keys_of))
+            return Arg(index=len(keys_per_arg) - 1)
+
+        axes = tuple(arg(s) for s in fill.axes)
+        spec = FillSpec(
+            tuple(a for a in axes if a is not None), arg(fill.weight), arg(fill.sample)
+        )
+        n = len(keys_per_arg[0]) if keys_per_arg else 1
+        groups.setdefault(n, []).append((t, spec, keys_per_arg))
+
+    partitions: list[tuple[FillTask, list[Any]]] = []
+    inputs_of: list[list[str]] = [[] for _ in targets]
+    for n, members in groups.items():
+        offsets = np.cumsum([0] + [len(k) for _, _, k in members])
+        fills = tuple(
+            (t, _shift(spec, int(off)))
+            for (t, spec, _), off in zip(members, offsets[:-1], strict=True)
+        )
+        task = FillTask(tuple(targets), fills, tuple(space_size))
+        for i in range(n):
+            keys = [k[i] for _, _, per_arg in members for k in per_arg]
+            partitions.append((task, keys))
+            for t in {t for t, _, _ in members}:
+                inputs_of[t].append(str(keys))
+
+    # --- owners and commits ------------------------------------------------
+    owners = [
+        _owners([t for t in targets if t.space == s], sessions[spaces[s][0]])
+        for s in range(len(spaces))
+    ]
+    commits = []
+    for r, (ref, branch) in enumerate(refs):
+        paths = [t.path for t in targets if spaces[t.space][0] == r]
+        metadata = {
+            ATTR_KEY: {
+                "version": __version__,
+                "histograms": {
+                    t.path: {"inputs": inputs_of[i]}
+                    for i, t in enumerate(targets)
+                    if spaces[t.space][0] == r
+                },
+            }
+        }
+        what = paths[0] if len(paths) == 1 else f"{len(paths)} histograms"
+        commits.append(
+            Commit(
+                ref,
+                branch,
+                str(sessions[r].snapshot_id),
+                tuple(s for s in range(len(spaces)) if spaces[s][0] == r),
+                f"dask_hizt: fill {what} from {len(partitions)} partitions",
+                metadata,
+            )
+        )
+    dsk = compute_graph(name, token, partitions, owners, commits)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=inputs)  # type: ignore[arg-type]
+    output_of = [repos[_repo_id(h._ref, h._branch)] for h in hists]
+    return Plan(graph, [(name, i) for i in range(len(refs))], output_of)
+
+
+def _shift(spec: FillSpec, offset: int) -> FillSpec:
+    def move(a: Arg | None) -> Arg | None:
+        return a if a is None or a.index is None else Arg(index=a.index + offset)
+
+    axes = tuple(move(a) for a in spec.axes)
+    return FillSpec(
+        tuple(a for a in axes if a is not None), move(spec.weight), move(spec.sample)
+    )
+
+
+def _owners(targets: Sequence[Target], session: Any) -> list[Owner]:
+    """Cut a key space's chunks into owners of about ``dask_hizt.owner-bytes`` each.
+
+    ``dask_hizt.owners`` fixes the count instead. Owners take consecutive
+    chunks, so an owner of small histograms may span several of them.
+    """
+    bin_bytes = [t.schema.dtype.itemsize * len(t.schema.spec.fields) for t in targets]
+    chunk_bytes = np.array(
+        [t.layout.chunk_size * b for t, b in zip(targets, bin_bytes, strict=True)]
+    )
+    n_chunks = np.array([t.layout.n_chunks for t in targets])
+    total_chunks = int(n_chunks.sum())
+    byte_start = np.r_[0, np.cumsum(n_chunks * chunk_bytes)]
+    chunk_start = np.r_[0, np.cumsum(n_chunks)]
+    setting = dask.config.get("dask_hizt.owners")
+    if setting == "auto":
+        wanted = math.ceil(
+            byte_start[-1] / parse_bytes(dask.config.get("dask_hizt.owner-bytes"))
+        )
+    else:
+        wanted = int(setting)
+    wanted = max(1, min(wanted, total_chunks))
+    # Global chunk positions where owners start, at even shares of the bytes.
+    cuts = {0, total_chunks}
+    for k in range(1, wanted):
+        b = byte_start[-1] * k / wanted
+        j = int(np.searchsorted(byte_start, b, side="right")) - 1
+        c = math.ceil((b - byte_start[j]) / chunk_bytes[j])
+        cuts.add(int(chunk_start[j] + min(c, n_chunks[j])))
+    bounds = sorted(cuts)
+    owners = []
+    for g0, g1 in pairwise(bounds):
+        segments = []
+        for i, t in enumerate(targets):
+            a = max(g0, int(chunk_start[i]))
+            b = min(g1, int(chunk_start[i + 1]))
+            if a < b:
+                segments.append(
+                    Segment(
+                        t.path,
+                        t.schema.spec.fields,
+                        t.layout,
+                        t.offset,
+                        a - int(chunk_start[i]),
+                        b - int(chunk_start[i]),
+                    )
+                )
+        owners.append(Owner(tuple(segments), session.fork()))
+    return owners

@@ -1,0 +1,433 @@
+"""Reading parts of a stored histogram: indexing, projections, dask arrays.
+
+Pure functions of a zarr store (a readonly icechunk session's store), the
+histogram's :class:`~dask_hizt.schema.Schema` and
+:class:`~dask_hizt.layout.Layout`, and its path. Each reads only the chunks
+it needs and leaves every piece of histogram arithmetic (slicing into flow
+bins, summing, rebinning, merging accumulators) to boost-histogram itself,
+so results equal the eager ``hist.Hist`` ones bit for bit.
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import boost_histogram as bh
+import dask.array as da
+import hist
+import numpy as np
+import numpy.typing as npt
+import zarr
+
+from .layout import Layout
+from .schema import Schema
+
+__all__ = ["getitem", "project", "read_full", "to_dask_array"]
+
+
+def _array(store: Any, path: str, field: str) -> zarr.Array[Any]:
+    return zarr.open_array(store, path=f"{path}/{field}", mode="r")
+
+
+def _set_field(
+    view: Any, fields: tuple[str, ...], name: str, where: Any, data: Any
+) -> None:
+    """Write one storage field into a (possibly structured) boost view."""
+    if fields == ("value",):
+        view[where] = data
+    else:
+        view[name][where] = data
+
+
+def read_full(store: Any, schema: Schema, path: str) -> hist.Hist:  # type: ignore[type-arg]
+    """The whole histogram, flow bins included.
+
+    Parameters
+    ----------
+    store
+        Zarr store holding the histogram.
+    schema
+        Its axes and storage.
+    path
+        Path of its group in the store.
+
+    Returns
+    -------
+    hist.Hist
+        Every bin, read at once.
+    """
+    h = schema.empty_hist()
+    view: Any = h.view(flow=True)
+    fields = schema.spec.fields
+    for name in fields:
+        _set_field(view, fields, name, ..., _array(store, path, name)[...])
+    return h
+
+
+# ----------------------------------------------------------------- indexing --
+
+
+@dataclass(frozen=True)
+class _AxisPlan:
+    """What one axis' part of an index needs.
+
+    Attributes
+    ----------
+    read
+        Flow positions to read along the axis: one position (the axis is
+        picked away), a sorted array of positions (a list pick; the rest of
+        the axis stays zero), or ``None`` for the whole axis.
+    rest
+        The index part to apply afterwards with ``hist``'s own indexing
+        (meaningless when ``read`` is an int).
+    """
+
+    read: int | npt.NDArray[np.intp] | None
+    rest: Any
+
+
+def _expand(index: Any, schema: Schema) -> list[Any]:
+    """One index part per axis, as ``hist`` and boost-histogram expand them."""
+    rank = len(schema.axes)
+    names = schema.names
+    if isinstance(index, dict):
+        parts: list[Any] = [slice(None)] * rank
+        keys = []
+        for k in index:
+            if isinstance(k, str):
+                if k not in names or not k:
+                    msg = f"The axis name {k} could not be found"
+                    raise ValueError(msg)
+                keys.append(names.index(k))
+            else:
+                keys.append(k)
+        if len(set(keys)) != len(keys):
+            msg = "Duplicate index keys, numbers and names cannot overlap"
+            raise ValueError(msg)
+        for k, v in zip(keys, index.values(), strict=True):
+            parts[k] = v
+        return parts
+    parts = list(index) if isinstance(index, tuple) else [index]
+    # by identity: ``==`` is ambiguous for array parts
+    dots = [i for i, p in enumerate(parts) if p is Ellipsis]
+    if len(dots) > 1:
+        msg = "an index can only have a single ellipsis ('...')"
+        raise IndexError(msg)
+    if dots:
+        fill = rank + 1 - len(parts)
+        if fill < 0:
+            msg = "too many indices for histogram"
+            raise IndexError(msg)
+        parts[dots[0] : dots[0] + 1] = [slice(None)] * fill
+    if len(parts) != rank:
+        msg = "Wrong number of indices for histogram"
+        raise IndexError(msg)
+    return parts
+
+
+def _is_sum(part: Any) -> bool:
+    return part is sum or (isinstance(part, slice) and part.step is sum)
+
+
+def _plan_axis(axis: Any, part: Any) -> _AxisPlan:
+    """Classify one index part by applying it to a 1-D histogram of positions.
+
+    The probe's bin contents are the bins' flow positions, so whatever
+    ``hist`` makes of the part (locators, labels, wildcards, negative
+    integers, flow sentinels and their errors) comes back as positions.
+    """
+    probe = hist.Hist(axis, storage=hist.storage.Double())
+    probe.view(flow=True)[...] = np.arange(axis.extent, dtype=np.float64)
+    with warnings.catch_warnings():
+        # list picks warn that they are experimental; the real pick applied
+        # afterwards warns the caller once
+        warnings.simplefilter("ignore")
+        got = probe[part]
+    if isinstance(got, hist.Hist):
+        if isinstance(part, (list, str)):  # a list of labels, or a wildcard
+            picked = np.asarray(got.view(flow=True), dtype=np.intp)
+            return _AxisPlan(np.unique(picked), part)
+        return _AxisPlan(None, part)
+    if _is_sum(part):
+        return _AxisPlan(None, part)
+    return _AxisPlan(int(got), None)
+
+
+def _selection(plans: Sequence[_AxisPlan]) -> tuple[Any, ...]:
+    return tuple(slice(None) if p.read is None else p.read for p in plans)
+
+
+def getitem(store: Any, schema: Schema, path: str, index: Any) -> Any:
+    """``hist.Hist.__getitem__`` on a stored histogram, reading only what it needs.
+
+    Axes picked down to one bin (integers, ``loc``, labels, flow locators)
+    are read at that bin only, and list picks of categories at the picked
+    categories only; every other axis is read whole. The bins read form a
+    smaller ``hist.Hist`` to which the rest of the index (slices, ``sum``,
+    ``rebin``, list picks) is applied by ``hist`` itself, which is what
+    ``hist.Hist.__getitem__`` does after its picks.
+
+    Parameters
+    ----------
+    store
+        Zarr store holding the histogram.
+    schema
+        Its axes and storage.
+    path
+        Path of its group in the store.
+    index
+        Any index ``hist.Hist`` accepts.
+
+    Returns
+    -------
+    hist.Hist or scalar
+        What ``hist.Hist.__getitem__`` returns for the same index: a
+        histogram, or a bin content when every axis is picked or summed.
+    """
+    axes = schema.hist_axes()
+    parts = _expand(index, schema)
+    if any(isinstance(p, np.ndarray) for p in parts):
+        # vectorized (gather) indexing couples the axes: read all, stay exact
+        return read_full(store, schema, path)[index]
+    plans = [_plan_axis(ax, p) for ax, p in zip(axes, parts, strict=True)]
+    kept = [i for i, p in enumerate(plans) if not isinstance(p.read, int)]
+    fields = schema.spec.fields
+    storage = schema.storage()
+
+    if not kept:
+        # A one-bin histogram gives the bin content with boost's own type.
+        one = hist.Hist(
+            hist.axis.Integer(0, 1, underflow=False, overflow=False), storage=storage
+        )
+        view: Any = one.view(flow=True)
+        for name in fields:
+            block = _array(store, path, name).oindex[_selection(plans)]
+            _set_field(view, fields, name, 0, block)
+        return one[0]
+
+    small = hist.Hist(*(axes[i] for i in kept), storage=storage)
+    view = small.view(flow=True)
+    lists = [plans[i].read for i in kept]
+    where: Any = ...
+    if any(r is not None for r in lists):
+        where = np.ix_(
+            *(
+                np.arange(axes[i].extent) if r is None else r
+                for i, r in zip(kept, lists, strict=True)
+            )
+        )
+    sel = _selection(plans)
+    for name in fields:
+        arr = _array(store, path, name)
+        block = arr[...] if all(p.read is None for p in plans) else arr.oindex[sel]
+        _set_field(view, fields, name, where, block)
+    rest = tuple(plans[i].rest for i in kept)
+    if all(isinstance(r, slice) and r == slice(None) for r in rest):
+        return small
+    return small[rest]
+
+
+# --------------------------------------------------------------- projection --
+
+
+def _axis_numbers(schema: Schema, axes: Sequence[int | str]) -> list[int]:
+    """Axis numbers from names or numbers, checked like ``hist.Hist.project``."""
+    rank = len(schema.axes)
+    names = schema.names
+    out = []
+    for a in axes:
+        if isinstance(a, str):
+            if a not in names or not a:
+                msg = f"The axis name {a} could not be found"
+                raise ValueError(msg)
+            i = names.index(a)
+        else:
+            i = operator.index(a)
+            if not 0 <= i < rank:
+                msg = (
+                    "Projection axis must be a valid axis number "
+                    f"0 to {rank - 1}, not {i}"
+                )
+                raise ValueError(msg)
+        out.append(i)
+    if len(set(out)) != len(out):
+        msg = "indices are not unique"
+        raise ValueError(msg)
+    return out
+
+
+def _chunk_slices(start: int, stop: int, chunk: int) -> list[slice]:
+    """The parts of ``[start, stop)`` in successive chunks of size ``chunk``."""
+    return [
+        slice(max(start, c), min(stop, c + chunk))
+        for c in range(start - start % chunk, stop, chunk)
+    ]
+
+
+def project(
+    store: Any,
+    schema: Schema,
+    layout: Layout,
+    path: str,
+    axes: Sequence[int | str],
+    *,
+    flow: bool = True,
+) -> hist.Hist:  # type: ignore[type-arg]
+    """``hist.Hist.project`` on a stored histogram, streaming over its chunks.
+
+    boost-histogram projects by adding the bins of the dropped axes into
+    each output bin one by one, in its storage order (first axis fastest).
+    The same additions are made here in the same order, by boost itself on
+    small temporary histograms, so the result is exactly the eager one
+    (floating-point sums included). Each step adds the running result of an
+    output region and one *group* of chunks: one chunk, except when a dropped
+    axis with chunk size 1 (a category axis) precedes a dropped axis with
+    larger chunks; then the group holds all chunks along the former, since
+    boost's order interleaves them.
+
+    Parameters
+    ----------
+    store
+        Zarr store holding the histogram.
+    schema
+        Its axes and storage.
+    layout
+        Its chunking.
+    path
+        Path of its group in the store.
+    axes
+        Axes to keep, by name or number, in the order wanted.
+    flow
+        Whether the flow bins of the dropped axes are added in.
+
+    Returns
+    -------
+    hist.Hist
+        The projection; memory is the output plus one group of chunks (times
+        a small constant).
+    """
+    hist_axes = schema.hist_axes()
+    rank = len(hist_axes)
+    keep = _axis_numbers(schema, axes)
+    drop = [i for i in range(rank) if i not in keep]
+    fields = schema.spec.fields
+    storage = schema.storage()
+    out = hist.Hist(*(hist_axes[i] for i in keep), storage=storage)
+    out_view: Any = out.view(flow=True)
+    arrays = {name: _array(store, path, name) for name in fields}
+
+    # The range of stored positions that is added in along each axis.
+    bounds: list[tuple[int, int]] = []
+    for i, ax in enumerate(hist_axes):
+        if i in drop and not flow:
+            under = int(ax.traits.underflow)
+            bounds.append((under, under + int(ax.size)))
+        else:
+            bounds.append((0, int(ax.extent)))
+    # Dropped axes before the last one with chunks > 1 are read whole per
+    # step, so that each step adds a contiguous run of boost's order.
+    wide = [i for i in drop if layout.chunks[i] > 1]
+    whole = {i for i in drop if wide and i < wide[-1]}
+    pieces = [
+        [slice(*bounds[i])]
+        if i in whole
+        else _chunk_slices(*bounds[i], layout.chunks[i])
+        for i in range(rank)
+    ]
+    # Steps run over kept regions (any order) and, within one, over the
+    # other dropped axes in boost's order: slowest axis outermost.
+    stepped = [i for i in reversed(drop) if i not in whole]
+    order = keep + stepped
+    to_flat = keep + sorted(drop, reverse=True)  # C order of dropped = boost's
+    started: set[tuple[int, ...]] = set()
+    for combo in itertools.product(*(pieces[i] for i in order)):
+        if any(s.start >= s.stop for s in combo):
+            continue
+        sel_by_axis = dict(zip(order, combo, strict=True))
+        for i in whole:
+            sel_by_axis[i] = pieces[i][0]
+        sel = tuple(sel_by_axis[i] for i in range(rank))
+        region = tuple(sel[i] for i in keep)
+        region_key = tuple(s.start for s in region)
+        kshape = [s.stop - s.start for s in region]
+        first = region_key not in started
+        started.add(region_key)
+        n_add = int(np.prod([sel[i].stop - sel[i].start for i in drop], dtype=np.int64))
+        offset = 0 if first else 1
+        tmp = bh.Histogram(
+            *(bh.axis.Integer(0, n, underflow=False, overflow=False) for n in kshape),
+            bh.axis.Integer(0, n_add + offset, underflow=False, overflow=False),
+            storage=storage,
+        )
+        tview: Any = tmp.view(flow=True)
+        for name in fields:
+            block = np.asarray(arrays[name][sel]).transpose(to_flat)
+            _set_field(
+                tview,
+                fields,
+                name,
+                (..., slice(offset, None)),
+                block.reshape([*kshape, n_add]),
+            )
+        if not first:
+            tview[..., 0] = out_view[region]  # the running result comes first
+        out_view[region] = tmp.project(*range(len(keep))).view(flow=True)
+    return out
+
+
+# -------------------------------------------------------------- dask arrays --
+
+
+def to_dask_array(
+    store: Any,
+    schema: Schema,
+    path: str,
+    field: str = "value",
+    *,
+    flow: bool = False,
+    name: str | None = None,
+) -> da.Array:
+    """One storage field as a dask array over the zarr array, chunk for chunk.
+
+    Parameters
+    ----------
+    store
+        Zarr store holding the histogram; it must pickle (a readonly
+        icechunk session's store does) for distributed schedulers.
+    schema
+        Its axes and storage.
+    path
+        Path of its group in the store.
+    field
+        A storage field: ``"value"``, or ``"variance"`` for Weight storage.
+    flow
+        Keep the flow bins; without them each axis loses its underflow and
+        overflow positions.
+    name
+        Dask name of the unsliced array (default: from the zarr array).
+
+    Returns
+    -------
+    dask.array.Array
+        Lazy bin contents with the zarr chunking.
+    """
+    if field not in schema.spec.fields:
+        msg = (
+            f"no field {field!r} in a {schema.storage.__name__} histogram; "
+            f"fields are {list(schema.spec.fields)}"
+        )
+        raise ValueError(msg)
+    arr: da.Array = da.from_zarr(_array(store, path, field), name=name)
+    if flow:
+        return arr
+    inner = []
+    for ax in schema.hist_axes():
+        under = int(ax.traits.underflow)
+        inner.append(slice(under, under + int(ax.size)))
+    out: da.Array = arr[tuple(inner)]
+    return out
