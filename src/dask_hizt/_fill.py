@@ -27,7 +27,7 @@ from ._algebra import for_storage, samples
 from ._partial import Partial, combine, dense_fraction, empty, finish, from_entries
 from .errors import FillError
 from .layout import Layout
-from .schema import Schema
+from .schema import Schema, growing
 
 __all__ = ["Arg", "FillSpec", "FillTask", "Target"]
 
@@ -143,6 +143,11 @@ def _axis_indices(
         missing = idx < 0
         if not missing.any():
             return idx, None
+        if growing(spec):
+            # The compute added every value to the axis before filling: a
+            # missing one would be dropped silently, so refuse instead.
+            msg = f"value {values[missing][0]!r} is not a category of the growing axis"
+            raise FillError(msg)
         if spec["flow"]:
             idx[missing] = len(spec["categories"])
             return idx, None

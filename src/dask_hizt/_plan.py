@@ -9,7 +9,7 @@ into shared fill tasks, so each input partition is read once.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
@@ -25,12 +25,14 @@ from . import __version__
 from ._fill import Arg, FillSpec, FillTask, Target
 from ._graph import Commit, compute_graph
 from ._writer import Owner, Segment
-from .transaction import ATTR_KEY, RepoRef, read_histogram_meta
+from .errors import FillError
+from .schema import growing
+from .transaction import ATTR_KEY, RepoRef, grow_histogram, read_histogram_meta
 
 if TYPE_CHECKING:
     from .collection import Hist, _Fill, _Source
 
-__all__ = ["Plan", "plan"]
+__all__ = ["Plan", "grow", "plan"]
 
 Key = Hashable
 
@@ -162,6 +164,59 @@ def plan(hists: Sequence[Hist], name: str, token: str) -> Plan:
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=inputs)  # type: ignore[arg-type]
     output_of = [repos[_repo_id(h._ref, h._branch)] for h in hists]
     return Plan(graph, [(name, i) for i in range(len(refs))], output_of)
+
+
+def grow(hists: Sequence[Hist]) -> None:
+    """Add to growing category axes every value the queued fills will meet.
+
+    Scalars are known; values from partitioned inputs are found by a pass
+    over those inputs alone (``unique``), before the fill graph is built, so
+    each histogram's chunk grid is final when partials are keyed. One commit
+    per histogram that gains categories; none when nothing is new.
+    """
+    wanted: dict[tuple[Any, ...], tuple[Hist, dict[int, set[Any]]]] = {}
+    lazy: list[tuple[set[Any], Any]] = []
+    for h in hists:
+        axes = [i for i, a in enumerate(h._schema.axes) if growing(a)]
+        if not axes:
+            continue
+        _, per_axis = wanted.setdefault(
+            (*_repo_id(h._ref, h._branch), h._path), (h, {i: set() for i in axes})
+        )
+        for i in axes:
+            per_axis[i].update(h._schema.axes[i]["categories"])
+            for fill in h._fills:
+                src = fill.axes[i]
+                if src.partitioned:
+                    lazy.append((per_axis[i], src.collection))
+                else:
+                    per_axis[i].add(src.value)
+    if lazy:
+        found = dask.base.compute(*[_unique(c) for _, c in lazy])
+        for (into, _), values in zip(lazy, found, strict=True):
+            into.update(np.asarray(values).tolist())
+    for h, per_axis in wanted.values():
+        for i, values in per_axis.items():
+            _check_category_values(h._schema.axes[i], values)
+        grow_histogram(h._ref, h._branch, h._path, per_axis)
+
+
+def _unique(coll: Any) -> Any:
+    return da.unique(coll) if isinstance(coll, da.Array) else coll.unique()
+
+
+def _check_category_values(axis: Mapping[str, Any], values: set[Any]) -> None:
+    """Refuse values of the wrong type before they become categories."""
+    want = str if axis["type"] == "category_str" else int
+    bad = [
+        v
+        for v in values
+        if not isinstance(v, want) or (isinstance(v, bool) and want is int)
+    ]
+    if bad:
+        name = axis["metadata"]["name"] or "<unnamed>"
+        msg = f"axis {name!r} takes {want.__name__} categories, got {bad[:3]!r}"
+        raise FillError(msg)
 
 
 def _shift(spec: FillSpec, offset: int) -> FillSpec:

@@ -318,7 +318,8 @@ def project(
     fields = schema.spec.fields
     storage = schema.storage()
     out = hist.Hist(*(hist_axes[i] for i in keep), storage=storage)
-    out_view: Any = out.view(flow=True)
+    # plain ndarrays: boost's views mishandle 0-d records (no kept axes)
+    out_view = np.asarray(out.view(flow=True))
     arrays = {name: _array(store, path, name) for name in fields}
 
     # The range of stored positions that is added in along each axis.
@@ -364,7 +365,7 @@ def project(
             bh.axis.Integer(0, n_add + offset, underflow=False, overflow=False),
             storage=storage,
         )
-        tview: Any = tmp.view(flow=True)
+        tview = np.asarray(tmp.view(flow=True))
         for name in fields:
             block = np.asarray(arrays[name][sel]).transpose(to_flat)
             _set_field(
@@ -376,7 +377,7 @@ def project(
             )
         if not first:
             tview[..., 0] = out_view[region]  # the running result comes first
-        out_view[region] = tmp.project(*range(len(keep))).view(flow=True)
+        out_view[region] = np.asarray(tmp.project(*range(len(keep))).view(flow=True))
     return out
 
 

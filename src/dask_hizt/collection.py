@@ -22,7 +22,7 @@ import numpy as np
 from dask.base import DaskMethodsMixin, is_dask_collection, tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-from ._plan import Plan, plan
+from ._plan import Plan, grow, plan
 from .errors import FillError
 from .schema import Schema
 from .stored import StoredHist
@@ -142,6 +142,7 @@ class Hist(DaskMethodsMixin):
         self._fills: list[_Fill] = []
         self._id = uuid.uuid4().hex
         self._plan_cache: tuple[str, Plan] | None = None
+        self._grown: list[list[str]] | None = None
 
     # ------------------------------------------------------------ public ---
 
@@ -270,10 +271,14 @@ class Hist(DaskMethodsMixin):
 
 
 def _cached_plan(owner: Hist | HistSet, hists: Sequence[Hist]) -> tuple[str, Plan]:
+    fills = [[_fill_token(f) for f in h._fills] for h in hists]
+    if owner._grown != fills:
+        # Before reading the tips: growing commits, and the plan must be
+        # built on the grown histograms.
+        grow(hists)
+        owner._grown = fills
     tips = [h._ref.repo.lookup_branch(h._branch) for h in hists]
-    token = tokenize(
-        owner._id, tips, [[_fill_token(f) for f in h._fills] for h in hists]
-    )
+    token = tokenize(owner._id, tips, fills)
     name = f"hizt-commit-{token}"
     cached = owner._plan_cache
     if cached is None or cached[0] != token:
@@ -303,6 +308,7 @@ class HistSet(DaskMethodsMixin):
             raise TypeError(msg)
         self._id = uuid.uuid4().hex
         self._plan_cache: tuple[str, Plan] | None = None
+        self._grown: list[list[str]] | None = None
 
     def _plan(self) -> tuple[str, Plan]:
         return _cached_plan(self, self.hists)

@@ -101,8 +101,10 @@ def axis_to_dict(axis: Any) -> dict[str, Any]:
     """
     traits = axis.traits
     name = axis.name or "<unnamed>"
-    if traits.growth:
-        msg = f"axis {name!r}: growing axes (growth=True) are not supported yet"
+    if traits.growth and not isinstance(
+        axis, bh.axis.IntCategory | bh.axis.StrCategory
+    ):
+        msg = f"axis {name!r}: only category axes can grow (growth=True) on disk"
         raise UnsupportedAxisError(msg)
     if isinstance(axis, bh.axis.Regular) and axis.transform is not None:
         # UHI has no transforms: a reader that ignores writer_info still sees
@@ -163,6 +165,8 @@ def axis_to_dict(axis: Any) -> dict[str, Any]:
     else:
         msg = f"axis {name!r}: {type(axis).__name__} axes are not supported"
         raise UnsupportedAxisError(msg)
+    if traits.growth:
+        out["writer_info"] = {"dask_hizt": {"growth": True}}
     out["metadata"] = _metadata(axis)
     return out
 
@@ -222,14 +226,13 @@ def axis_from_dict(data: Mapping[str, Any]) -> Any:
         )
     elif kind == "boolean":
         axis = hist.axis.Boolean(name=name, label=label)
-    elif kind == "category_int":
-        axis = hist.axis.IntCategory(
-            data["categories"], overflow=data["flow"], name=name, label=label
-        )
-    elif kind == "category_str":
-        axis = hist.axis.StrCategory(
-            data["categories"], overflow=data["flow"], name=name, label=label
-        )
+    elif kind in ("category_int", "category_str"):
+        cls = hist.axis.IntCategory if kind == "category_int" else hist.axis.StrCategory
+        growth = bool(info.get("growth", False))
+        flow = (
+            {} if growth else {"overflow": data["flow"]}
+        )  # growth implies no flow bin
+        axis = cls(data["categories"], growth=growth, name=name, label=label, **flow)
     else:
         msg = f"unknown axis type {kind!r} in stored schema"
         raise SchemaMismatchError(msg)
@@ -247,6 +250,19 @@ def _storage_class(
         c.__name__ for c in STORAGES
     )
     raise UnsupportedStorageError(msg)
+
+
+def growing(axis: Mapping[str, Any]) -> bool:
+    """Whether a described axis is a category axis that grows."""
+    return bool(axis.get("writer_info", {}).get("dask_hizt", {}).get("growth", False))
+
+
+def _shape_free(axes: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Axes compared for identity: a growing axis' categories may differ."""
+    return [
+        {k: v for k, v in a.items() if k != "categories"} if growing(a) else dict(a)
+        for a in axes
+    ]
 
 
 @dataclass(frozen=True)
@@ -317,6 +333,13 @@ class Schema:
         """NumPy dtype of the field arrays."""
         return np.dtype(self.spec.dtype)
 
+    def grown(self, additions: Mapping[int, Sequence[Any]]) -> Schema:
+        """This schema with categories appended to growing axes (by axis position)."""
+        axes = [dict(a) for a in self.axes]
+        for i, values in additions.items():
+            axes[i]["categories"] = [*axes[i]["categories"], *values]
+        return Schema(tuple(axes), self.storage)
+
     def to_json(self) -> dict[str, Any]:
         """The UHI JSON document of this schema (without bin contents)."""
         return {
@@ -336,14 +359,17 @@ class Schema:
         return cls(tuple(dict(a) for a in data["axes"]), storage)
 
     def check_same(self, other: Schema, where: str) -> None:
-        """Raise :class:`SchemaMismatchError` unless ``other`` describes the same histogram."""
+        """Raise :class:`SchemaMismatchError` unless ``other`` describes the same histogram.
+
+        The categories of growing axes may differ: they are added as met.
+        """
         if self.storage is not other.storage:
             msg = (
                 f"{where} holds a {other.storage.__name__} histogram, "
                 f"not {self.storage.__name__}"
             )
             raise SchemaMismatchError(msg)
-        if self.to_json()["axes"] != other.to_json()["axes"]:
+        if _shape_free(self.axes) != _shape_free(other.axes):
             msg = (
                 f"{where} has different axes:\n  stored:    {list(other.axes)}"
                 f"\n  requested: {list(self.axes)}"

@@ -20,7 +20,7 @@ import logging
 import os
 import posixpath
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -226,6 +226,48 @@ def ensure_histogram(ref: RepoRef, branch: str, path: str, schema: Schema) -> La
                 continue  # somebody created it meanwhile: check theirs
             return layout
     msg = f"could not create histogram {path!r}: {retries} conflicting commits in a row"
+    raise CommitError(msg)
+
+
+def grow_histogram(
+    ref: RepoRef, branch: str, path: str, wanted: Mapping[int, Iterable[Any]]
+) -> None:
+    """Append to growing category axes the wanted values they lack: one commit, if any.
+
+    Categories are only ever appended, so the index of a category never
+    changes; a racing grower is absorbed by retrying from the new tip.
+    """
+    retries = int(dask.config.get("dask_hizt.commit-retries"))
+    with ref.lock():
+        for _ in range(retries):
+            session = _writable(ref, branch)
+            schema, _ = read_histogram_meta(session.store, path)
+            additions = {}
+            for i, values in wanted.items():
+                have = set(schema.axes[i]["categories"])
+                new = sorted(set(values) - have)
+                if new:
+                    additions[i] = new
+            if not additions:
+                return
+            grown = schema.grown(additions)
+            group = zarr.open_group(session.store, path=path, mode="r+")
+            group.attrs.update({"axes": grown.to_json()["axes"]})
+            for name in schema.spec.fields:
+                zarr.open_array(session.store, path=f"{path}/{name}").resize(
+                    grown.shape
+                )
+            names = {schema.names[i] or f"#{i}": v for i, v in additions.items()}
+            try:
+                session.commit(
+                    f"dask_hizt: grow {path}: {names}",
+                    metadata={ATTR_KEY: {"grown": path, "categories": names}},
+                    rebase_with=icechunk.ConflictDetector(),
+                )
+            except (icechunk.ConflictError, icechunk.RebaseFailedError):
+                continue
+            return
+    msg = f"could not grow histogram {path!r}: {retries} conflicting commits in a row"
     raise CommitError(msg)
 
 
