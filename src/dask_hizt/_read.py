@@ -261,6 +261,39 @@ def _axis_numbers(schema: Schema, axes: Sequence[int | str]) -> list[int]:
     return out
 
 
+def _block_hist(
+    kshape: Sequence[int], blocks: dict[str, npt.NDArray[Any]], storage: Any
+) -> bh.Histogram[Any]:
+    """A histogram of flow-less integer axes holding ``kshape + (n,)`` blocks."""
+    n = next(iter(blocks.values())).shape[-1]
+    h = bh.Histogram(
+        *(bh.axis.Integer(0, k, underflow=False, overflow=False) for k in kshape),
+        bh.axis.Integer(0, n, underflow=False, overflow=False),
+        storage=storage,
+    )
+    view = np.asarray(h.view(flow=True))
+    fields = tuple(blocks)
+    for name, block in blocks.items():
+        _set_field(view, fields, name, ..., block)
+    return h
+
+
+def _cropped(h: Any) -> bh.Histogram[Any]:
+    """``h`` through boost's slicing machinery (a crop of nothing), as
+    ``project(flow=False)`` passes its input."""
+    out: bh.Histogram[Any] = h[..., 0 : h.axes[-1].size]
+    return out
+
+
+def _fields(
+    h: bh.Histogram[Any], fields: tuple[str, ...]
+) -> dict[str, npt.NDArray[Any]]:
+    view: Any = np.asarray(h.view(flow=True))
+    if fields == ("value",):
+        return {"value": view}
+    return {name: view[name] for name in fields}
+
+
 def _chunk_slices(start: int, stop: int, chunk: int) -> list[slice]:
     """The parts of ``[start, stop)`` in successive chunks of size ``chunk``."""
     return [
@@ -284,7 +317,7 @@ def project(
     each output bin one by one, in its storage order (first axis fastest).
     The same additions are made here in the same order, by boost itself on
     small temporary histograms, so the result is exactly the eager one
-    (floating-point sums included). Each step adds the running result of an
+    (floating-point sums and mean merges included). Each step adds the running result of an
     output region and one *group* of chunks: one chunk, except when a dropped
     axis with chunk size 1 (a category axis) precedes a dropped axis with
     larger chunks; then the group holds all chunks along the former, since
@@ -359,25 +392,27 @@ def project(
         first = region_key not in started
         started.add(region_key)
         n_add = int(np.prod([sel[i].stop - sel[i].start for i in drop], dtype=np.int64))
-        offset = 0 if first else 1
-        tmp = bh.Histogram(
-            *(bh.axis.Integer(0, n, underflow=False, overflow=False) for n in kshape),
-            bh.axis.Integer(0, n_add + offset, underflow=False, overflow=False),
-            storage=storage,
-        )
-        tview = np.asarray(tmp.view(flow=True))
-        for name in fields:
-            block = np.asarray(arrays[name][sel]).transpose(to_flat)
-            _set_field(
-                tview,
-                fields,
-                name,
-                (..., slice(offset, None)),
-                block.reshape([*kshape, n_add]),
-            )
+        blocks = {
+            name: np.asarray(arrays[name][sel])
+            .transpose(to_flat)
+            .reshape([*kshape, n_add])
+            for name in fields
+        }
+        if not flow:
+            # boost crops the dropped axes before projecting; that pass merges
+            # each bin into an empty one, which moves mean accumulators by an ulp
+            blocks = _fields(_cropped(_block_hist(kshape, blocks, storage)), fields)
         if not first:
-            tview[..., 0] = out_view[region]  # the running result comes first
-        out_view[region] = np.asarray(tmp.project(*range(len(keep))).view(flow=True))
+            # the running result is added first, then the group's bins
+            run = np.asarray(out_view[region])[..., np.newaxis]
+            blocks = {
+                name: np.concatenate(
+                    [run if fields == ("value",) else run[name], block], axis=-1
+                )
+                for name, block in blocks.items()
+            }
+        summed = _block_hist(kshape, blocks, storage).project(*range(len(keep)))
+        out_view[region] = np.asarray(summed.view(flow=True))
     return out
 
 
