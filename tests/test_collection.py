@@ -209,3 +209,13 @@ def test_many_chunks_and_owners(repo_path: Path) -> None:
     ]
     assert len(writers) == 5
     assert_hist_equal(stored, hist.Hist(*axes).fill(x, y))
+
+
+def test_compute_without_fills_commits_nothing_new(repo_path: Path) -> None:
+    h = dh.Hist(hist.axis.Regular(4, 0, 1, name="x"), store=repo_path, path="x")
+    stored = h.compute()
+    assert stored.values().sum() == 0
+    assert [c.inputs for c in stored.history()] == [
+        (),
+        (),
+    ]  # created, then the empty fill

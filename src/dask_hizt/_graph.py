@@ -75,6 +75,8 @@ def route_and_write(
         Which element of the fill tasks' output tuples is this key space's
         partial (``None``: the fill output is the partial itself).
     """
+    if not fill_keys:
+        return []  # nothing filled: nothing to write
     f = max(2, int(split_every))
     n_owners = len(owners)
     ranges: list[tuple[int, int]] = [(0, n_owners)]

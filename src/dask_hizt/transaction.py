@@ -20,6 +20,7 @@ import logging
 import os
 import posixpath
 import re
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,13 +116,16 @@ class RepoRef:
 def _open_local(storage: icechunk.Storage, create: bool) -> icechunk.Repository:
     if not create:
         return icechunk.Repository.open(storage)
-    try:
-        return icechunk.Repository.open_or_create(storage)
-    except icechunk.IcechunkError:
-        # open_or_create is not atomic: a racing creator may have won.
-        if icechunk.Repository.exists(storage):
-            return icechunk.Repository.open(storage)
-        raise
+    # open_or_create is not atomic: a racing creator may have won, or may be
+    # halfway (the prefix is no longer clean, the repository not there yet).
+    for _ in range(50):
+        try:
+            return icechunk.Repository.open_or_create(storage)
+        except icechunk.IcechunkError:
+            if icechunk.Repository.exists(storage):
+                return icechunk.Repository.open(storage)
+            time.sleep(0.1)
+    return icechunk.Repository.open_or_create(storage)
 
 
 def _local_path_of(repo: icechunk.Repository) -> str | None:
