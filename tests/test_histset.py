@@ -144,3 +144,34 @@ def test_small_histograms_share_owners(repo_path: Path) -> None:
     assert len(writers) == 4
     for i, s in enumerate(stored):
         assert_hist_equal(s, hist.Hist(ax).fill(xs + i))
+
+
+_CALLS: list[int] = []
+
+
+def _make_partition(i: int) -> pd.DataFrame:
+    _CALLS.append(i)
+    rng = np.random.default_rng(i)
+    return pd.DataFrame(
+        {"pt": rng.exponential(30, 2_000), "w": rng.uniform(0.5, 1.5, 2_000)}
+    )
+
+
+def test_each_partition_is_made_once_for_all_fills(repo_path: Path) -> None:
+    ddf = dd.from_map(_make_partition, range(4))
+    frame = pd.concat([_make_partition(i) for i in range(4)])
+    _CALLS.clear()
+    ax = hist.axis.Regular(10, 0, 100, name="pt")
+    hists = [
+        dh.Hist(ax, storage=hist.storage.Weight(), store=repo_path, path=f"v{k}").fill(
+            ddf.pt, weight=ddf.w * (1 + k / 10)
+        )
+        for k in range(5)
+    ]
+    stored = dh.compute(*hists, scheduler="threads")
+    assert sorted(_CALLS) == [0, 1, 2, 3]
+    for k, s in enumerate(stored):
+        e = hist.Hist(ax, storage=hist.storage.Weight()).fill(
+            frame.pt, weight=frame.w * (1 + k / 10)
+        )
+        assert_hist_equal(s, e, rtol=1e-12)

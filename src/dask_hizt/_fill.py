@@ -35,10 +35,18 @@ __all__ = ["Arg", "FillSpec", "FillTask", "Target"]
 @dataclass(frozen=True)
 class Arg:
     """Where a fill argument comes from: a partition input (``index`` into the
-    task's inputs) or a Python scalar broadcast to every entry (``value``)."""
+    task's inputs, and the ``column`` to take when that input is a DataFrame)
+    or a Python scalar broadcast to every entry (``value``)."""
 
     index: int | None = None
     value: Any = None
+    column: str | None = None
+
+    def take(self, inputs: Sequence[Any]) -> Any:
+        """This argument's data among a partition's inputs."""
+        assert self.index is not None
+        data = inputs[self.index]
+        return data if self.column is None else data[self.column]
 
 
 @dataclass(frozen=True)
@@ -177,7 +185,7 @@ def _one_fill(
             _check_dtype(ax_spec, np.asarray([arg.value]), name)
             values.append(arg.value)
         else:
-            arr = _as_1d(inputs[arg.index], f"axis {name!r}", partition)
+            arr = _as_1d(arg.take(inputs), f"axis {name!r}", partition)
             _check_dtype(ax_spec, arr, name)
             values.append(arr)
             lengths[name] = len(arr)
@@ -207,7 +215,7 @@ def _numbers(
         return None
     if arg.index is None:
         return float(arg.value)
-    arr = _as_1d(inputs[arg.index], what, partition)
+    arr = _as_1d(arg.take(inputs), what, partition)
     if arr.dtype.kind not in "iufb":
         msg = f"{what} must be numeric, got dtype {arr.dtype}"
         raise FillError(msg)

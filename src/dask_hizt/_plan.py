@@ -88,12 +88,9 @@ def plan(hists: Sequence[Hist], name: str, token: str) -> Plan:
         for h in hists
         for f in h._fills
     ]
-    # dask.dataframe inputs are optimised (column projection, lowering) as
-    # dask.compute would; dask.optimize() of several dask-expr collections
-    # returns graphs whose keys do not hold the columns, so one at a time.
     sources = [s.collection for _, fill in queued for s in fill.sources()]
-    inputs = [c if isinstance(c, da.Array) else c.optimize() for c in sources]
-    keys_of = iter([list(flatten(c.__dask_keys__())) for c in inputs])
+    inputs, located = _inputs(sources)
+    keys_of = iter(located)
 
     groups: dict[int, list[tuple[int, FillSpec, list[list[Key]]]]] = {}
     for t, fill in queued:
@@ -106,8 +103,9 @@ def plan(hists: Sequence[Hist], name: str, token: str) -> Plan:
                 return None
             if not s.partitioned:
                 return Arg(value=s.value)
-            keys_per_arg.append(next(keys_of))
-            return Arg(index=len(keys_per_arg) - 1)
+            keys, column = next(keys_of)
+            keys_per_arg.append(keys)
+            return Arg(index=len(keys_per_arg) - 1, column=column)
 
         axes = tuple(arg(s) for s in fill.axes)
         spec = FillSpec(
@@ -201,6 +199,45 @@ def grow(hists: Sequence[Hist]) -> None:
         grow_histogram(h._ref, h._branch, h._path, per_axis)
 
 
+def _inputs(
+    sources: Sequence[Any],
+) -> tuple[list[Any], list[tuple[list[Key], str | None]]]:
+    """The input collections to depend on, and per source its partitions' keys
+    and, for dataframe columns, the column to take from them.
+
+    dask.dataframe Series that can be aligned are gathered as the columns of
+    one optimised DataFrame, so each partition is read (or made) once however
+    many fills and histograms use it; dask.optimize() of separate dask-expr
+    collections fuses the read into every column instead.
+    """
+    inputs: list[Any] = []
+    located: list[tuple[list[Key], str | None] | None] = [None] * len(sources)
+    frames: dict[int, list[int]] = {}
+    for i, c in enumerate(sources):
+        if isinstance(c, da.Array):
+            inputs.append(c)
+            located[i] = (list(flatten(c.__dask_keys__())), None)
+        else:
+            frames.setdefault(c.npartitions, []).append(i)
+    for members in frames.values():
+        columns = {f"c{j}": sources[i] for j, i in enumerate(members)}
+        try:
+            first, *rest = columns.items()
+            frame = first[1].to_frame(name=first[0]).assign(**dict(rest)).optimize()
+        except (ValueError, NotImplementedError, TypeError):
+            # Not co-aligned (e.g. unknown divisions of unrelated frames): one by one.
+            for i in members:
+                one = sources[i].optimize()
+                inputs.append(one)
+                located[i] = (list(flatten(one.__dask_keys__())), None)
+            continue
+        inputs.append(frame)
+        keys = list(flatten(frame.__dask_keys__()))
+        for j, i in enumerate(members):
+            located[i] = (keys, f"c{j}")
+    return inputs, [loc for loc in located if loc is not None]
+
+
 def _unique(coll: Any) -> Any:
     return da.unique(coll) if isinstance(coll, da.Array) else coll.unique()
 
@@ -221,7 +258,11 @@ def _check_category_values(axis: Mapping[str, Any], values: set[Any]) -> None:
 
 def _shift(spec: FillSpec, offset: int) -> FillSpec:
     def move(a: Arg | None) -> Arg | None:
-        return a if a is None or a.index is None else Arg(index=a.index + offset)
+        return (
+            a
+            if a is None or a.index is None
+            else Arg(index=a.index + offset, column=a.column)
+        )
 
     axes = tuple(move(a) for a in spec.axes)
     return FillSpec(
