@@ -26,13 +26,19 @@ from ._fill import Arg, FillSpec, FillTask, Target
 from ._graph import Commit, compute_graph
 from ._writer import Owner, Segment
 from .errors import FillError
-from .schema import growing
-from .transaction import ATTR_KEY, RepoRef, grow_histogram, read_histogram_meta
+from .schema import Schema, growing
+from .transaction import (
+    ATTR_KEY,
+    RepoRef,
+    ensure_histograms,
+    grow_histogram,
+    read_histogram_meta,
+)
 
 if TYPE_CHECKING:
     from .collection import Hist, _Fill, _Source
 
-__all__ = ["Plan", "grow", "plan"]
+__all__ = ["Plan", "create", "grow", "plan"]
 
 Key = Hashable
 
@@ -164,6 +170,18 @@ def plan(hists: Sequence[Hist], name: str, token: str) -> Plan:
     return Plan(graph, [(name, i) for i in range(len(refs))], output_of)
 
 
+def create(hists: Sequence[Hist]) -> None:
+    """Create the histograms that do not exist yet: one commit per repository."""
+    per_repo: dict[tuple[Any, str], tuple[RepoRef, str, dict[str, Schema]]] = {}
+    for h in hists:
+        _, _, wanted = per_repo.setdefault(
+            _repo_id(h._ref, h._branch), (h._ref, h._branch, {})
+        )
+        wanted.setdefault(h._path, h._schema)
+    for ref, branch, wanted in per_repo.values():
+        ensure_histograms(ref, branch, wanted)
+
+
 def grow(hists: Sequence[Hist]) -> None:
     """Add to growing category axes every value the queued fills will meet.
 
@@ -220,7 +238,11 @@ def _inputs(
         else:
             frames.setdefault(c.npartitions, []).append(i)
     for members in frames.values():
-        columns = {f"c{j}": sources[i] for j, i in enumerate(members)}
+        # The same column used by many fills becomes one column of the frame.
+        column_of: dict[str, str] = {}
+        for i in members:
+            column_of.setdefault(sources[i]._name, f"c{len(column_of)}")
+        columns = {column_of[sources[i]._name]: sources[i] for i in members}
         try:
             first, *rest = columns.items()
             frame = first[1].to_frame(name=first[0]).assign(**dict(rest)).optimize()
@@ -233,8 +255,8 @@ def _inputs(
             continue
         inputs.append(frame)
         keys = list(flatten(frame.__dask_keys__()))
-        for j, i in enumerate(members):
-            located[i] = (keys, f"c{j}")
+        for i in members:
+            located[i] = (keys, column_of[sources[i]._name])
     return inputs, [loc for loc in located if loc is not None]
 
 

@@ -22,14 +22,14 @@ import numpy as np
 from dask.base import DaskMethodsMixin, is_dask_collection, tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-from ._plan import Plan, grow, plan
+from ._plan import Plan, create, grow, plan
 from .errors import FillError
 from .schema import Schema
 from .stored import StoredHist
 from .transaction import (
     RepoRef,
     check_path,
-    ensure_histogram,
+    ensure_histograms,
 )
 
 __all__ = ["Hist", "HistSet", "compute", "histogram"]
@@ -138,7 +138,8 @@ class Hist(DaskMethodsMixin):
         self._path = check_path(path)
         self._ref = RepoRef.from_store(store)
         self._branch = branch
-        self._layout = ensure_histogram(self._ref, branch, self._path, self._schema)
+        # Created now, in its own commit, so that every compute is one commit.
+        ensure_histograms(self._ref, branch, {self._path: self._schema})
         self._fills: list[_Fill] = []
         self._id = uuid.uuid4().hex
         self._plan_cache: tuple[str, Plan] | None = None
@@ -273,8 +274,10 @@ class Hist(DaskMethodsMixin):
 def _cached_plan(owner: Hist | HistSet, hists: Sequence[Hist]) -> tuple[str, Plan]:
     fills = [[_fill_token(f) for f in h._fills] for h in hists]
     if owner._grown != fills:
-        # Before reading the tips: growing commits, and the plan must be
-        # built on the grown histograms.
+        # Before reading the tips: growing commits, and the plan must be built
+        # on histograms that exist (again, if deleted since) with all their
+        # categories.
+        create(hists)
         grow(hists)
         owner._grown = fills
     tips = [h._ref.repo.lookup_branch(h._branch) for h in hists]

@@ -169,7 +169,8 @@ class StoredHist:
         out = []
         for snap in self._ref.repo.ancestry(snapshot_id=self.snapshot_id):
             meta: Mapping[str, Any] = (snap.metadata or {}).get(ATTR_KEY, {})
-            if meta.get("created") == self.path:
+            created = meta.get("created", ())
+            if self.path in ([created] if isinstance(created, str) else created):
                 out.append(Commit(snap.id, snap.written_at, snap.message, ()))
             elif self.path in meta.get("histograms", {}):
                 inputs = meta["histograms"][self.path].get("inputs", [])

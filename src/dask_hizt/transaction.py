@@ -41,7 +41,7 @@ __all__ = [
     "RepoRef",
     "check_path",
     "commit_forks",
-    "ensure_histogram",
+    "ensure_histograms",
     "read_histogram_meta",
 ]
 
@@ -200,36 +200,45 @@ def read_histogram_meta(store: Any, path: str) -> tuple[Schema, Layout]:
     return schema, Layout(schema.shape, tuple(int(c) for c in meta["chunks"]))
 
 
-def ensure_histogram(ref: RepoRef, branch: str, path: str, schema: Schema) -> Layout:
-    """Create the histogram's group and arrays if missing, else check they match.
+def ensure_histograms(ref: RepoRef, branch: str, wanted: Mapping[str, Schema]) -> None:
+    """Create the groups and arrays of the histograms that are missing: one commit, if any.
 
     Creation is its own commit: forks can only be merged once the arrays they
-    write are committed. Returns the layout actually stored.
+    write are committed. Existing histograms must match their schema.
     """
     retries = int(dask.config.get("dask_hizt.commit-retries"))
     with ref.lock():
         for _ in range(retries):
             session = _writable(ref, branch)
-            try:
-                stored, layout = read_histogram_meta(session.store, path)
-            except NotAHistogramError:
-                if _node_exists(session.store, path):
-                    raise
-            else:
-                schema.check_same(stored, f"histogram {path!r}")
-                return layout
-            layout = Layout.for_schema(schema)
-            _create_arrays(session.store, path, schema, layout)
+            missing = {}
+            for path, schema in wanted.items():
+                try:
+                    stored, _ = read_histogram_meta(session.store, path)
+                except NotAHistogramError:
+                    if _node_exists(session.store, path):
+                        raise
+                    missing[path] = schema
+                else:
+                    schema.check_same(stored, f"histogram {path!r}")
+            if not missing:
+                return
+            for path, schema in missing.items():
+                _create_arrays(session.store, path, schema, Layout.for_schema(schema))
+            what = (
+                ", ".join(missing)
+                if len(missing) <= 3
+                else f"{len(missing)} histograms"
+            )
             try:
                 session.commit(
-                    f"dask_hizt: create histogram {path}",
-                    metadata={ATTR_KEY: {"created": path}},
+                    f"dask_hizt: create {what}",
+                    metadata={ATTR_KEY: {"created": list(missing)}},
                     rebase_with=icechunk.ConflictDetector(),
                 )
             except (icechunk.ConflictError, icechunk.RebaseFailedError):
-                continue  # somebody created it meanwhile: check theirs
-            return layout
-    msg = f"could not create histogram {path!r}: {retries} conflicting commits in a row"
+                continue  # somebody created some meanwhile: check theirs
+            return
+    msg = f"could not create histograms {list(wanted)}: {retries} conflicting commits in a row"
     raise CommitError(msg)
 
 
