@@ -123,17 +123,21 @@ def plan(hists: Sequence[Hist], name: str, token: str) -> Plan:
     partitions: list[tuple[FillTask, list[Any]]] = []
     inputs_of: list[list[str]] = [[] for _ in targets]
     for n, members in groups.items():
-        offsets = np.cumsum([0] + [len(k) for _, _, k in members])
-        fills = tuple(
-            (t, _shift(spec, int(off)))
-            for (t, spec, _), off in zip(members, offsets[:-1], strict=True)
-        )
-        task = FillTask(tuple(targets), fills, tuple(space_size))
+        # Each distinct input (its keys over the partitions) is one slot of the
+        # fill task, however many fills and histograms read it.
+        slots: dict[tuple[Key, ...], int] = {}
+        fills = []
+        used: dict[int, set[int]] = {}
+        for t, spec, per_arg in members:
+            remap = [slots.setdefault(tuple(k), len(slots)) for k in per_arg]
+            fills.append((t, _remap(spec, remap)))
+            used.setdefault(t, set()).update(remap)
+        task = FillTask(tuple(targets), tuple(fills), tuple(space_size))
+        slot_keys = list(slots)
         for i in range(n):
-            keys = [k[i] for _, _, per_arg in members for k in per_arg]
-            partitions.append((task, keys))
-            for t in {t for t, _, _ in members}:
-                inputs_of[t].append(str(keys))
+            partitions.append((task, [k[i] for k in slot_keys]))
+            for t, mine in used.items():
+                inputs_of[t].append(str([slot_keys[j][i] for j in sorted(mine)]))
 
     # --- owners and commits ------------------------------------------------
     owners = [
@@ -278,13 +282,13 @@ def _check_category_values(axis: Mapping[str, Any], values: set[Any]) -> None:
         raise FillError(msg)
 
 
-def _shift(spec: FillSpec, offset: int) -> FillSpec:
+def _remap(spec: FillSpec, slots: Sequence[int]) -> FillSpec:
+    """A fill's arguments pointed at the fill task's input slots."""
+
     def move(a: Arg | None) -> Arg | None:
-        return (
-            a
-            if a is None or a.index is None
-            else Arg(index=a.index + offset, column=a.column)
-        )
+        if a is None or a.index is None:
+            return a
+        return Arg(index=slots[a.index], column=a.column)
 
     axes = tuple(move(a) for a in spec.axes)
     return FillSpec(
