@@ -176,13 +176,23 @@ def test_untouched_chunks_are_not_written(repo_path: Path) -> None:
         hist.axis.StrCategory(["a", "b", "c", "d"], name="cat"),
         hist.axis.Regular(10, 0, 1, name="x"),
     )
-    h = dh.Hist(*axes, store=repo_path, path="h")
+    # a budget of one dense block (12 bins) per chunk: one category per chunk
+    with dask.config.set({"dask_hizt.chunk-bytes": 96}):
+        h = dh.Hist(*axes, store=repo_path, path="h")
+    assert h.repository is not None
     x = da.random.default_rng(1).uniform(0, 1, size=1000, chunks=250)
     before = h.repository.lookup_branch("main")
     stored = h.fill(cat="b", x=x).compute()
+    assert stored.layout.chunks == (1, 12)
     diff = h.repository.diff(from_snapshot_id=before, to_snapshot_id=stored.snapshot_id)
-    # category axes have chunk size 1: filling only "b" touches exactly one chunk
+    # filling only "b" touches exactly its chunk
     assert diff.updated_chunks == {"/h/value": [[1, 0]]}
+
+
+def test_small_histograms_group_categories_into_one_chunk(repo_path: Path) -> None:
+    axes = (hist.axis.StrCategory(["a", "b", "c"], name="c"), hist.axis.Regular(50, 0, 1, name="x"))
+    stored = dh.Hist(*axes, store=repo_path, path="h").fill(c="a", x=np.linspace(0, 1, 100)).compute()
+    assert stored.layout.chunks == (4, 52)  # all of it: 1.6 KiB, far below a chunk
 
 
 def test_many_chunks_and_owners(repo_path: Path) -> None:

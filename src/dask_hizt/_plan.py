@@ -312,8 +312,11 @@ def _owners(targets: Sequence[Target], session: Any) -> list[Owner]:
     chunk_start = np.r_[0, np.cumsum(n_chunks)]
     setting = dask.config.get("dask_hizt.owners")
     if setting == "auto":
-        wanted = math.ceil(
-            byte_start[-1] / parse_bytes(dask.config.get("dask_hizt.owner-bytes"))
+        per_owner = parse_bytes(dask.config.get("dask_hizt.owner-bytes"))
+        # Per-chunk I/O costs milliseconds: many small chunks need owners too.
+        wanted = max(
+            math.ceil(byte_start[-1] / per_owner),
+            math.ceil(total_chunks / int(dask.config.get("dask_hizt.owner-chunks"))),
         )
     else:
         wanted = int(setting)

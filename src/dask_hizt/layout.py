@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import Any
 
 import dask.config
@@ -21,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from dask.utils import parse_bytes
 
-from .schema import Schema
+from .schema import Schema, growing
 
 __all__ = ["Layout"]
 
@@ -51,19 +50,26 @@ class Layout:
     def for_schema(cls, schema: Schema, chunk_bytes: int | str | None = None) -> Layout:
         """Choose the chunk shape of a histogram.
 
-        Category axes get chunk size 1: one chunk per category combination.
-        Dense axes share a budget of ``chunk_bytes`` (``dask_hizt.chunk-bytes``
-        in dask.config), filled from the last axis backwards so that a chunk
-        is a C-contiguous slab of the dense block.
+        Axes share a budget of ``chunk_bytes`` (``dask_hizt.chunk-bytes`` in
+        dask.config). Dense axes take it first, from the last axis backwards,
+        so that a chunk is a C-contiguous slab of the dense block; category
+        axes take what is left, so a category combination is its own chunk
+        whenever its dense block fills a chunk, and small histograms are not
+        cut into thousands of tiny chunks (per-chunk I/O costs milliseconds).
+        Growing category axes keep chunk size 1.
         """
         if chunk_bytes is None:
             chunk_bytes = dask.config.get("dask_hizt.chunk-bytes")
         budget = max(1, _parse_bytes(chunk_bytes) // schema.dtype.itemsize)
         shape = schema.shape
         chunks = [1] * len(shape)
-        for i in reversed(range(len(shape))):
-            if schema.axes[i]["type"] in _CATEGORY_TYPES:
-                continue
+        dense = [i for i, a in enumerate(schema.axes) if a["type"] not in _CATEGORY_TYPES]
+        categories = [
+            i
+            for i, a in enumerate(schema.axes)
+            if a["type"] in _CATEGORY_TYPES and not growing(a)
+        ]
+        for i in [*reversed(dense), *reversed(categories)]:
             chunks[i] = max(1, min(shape[i], budget))
             budget = max(1, budget // chunks[i])
         return cls(tuple(shape), tuple(chunks))
@@ -150,19 +156,3 @@ class Layout:
             selection.append(slice(start, stop))
             inner.append(slice(0, stop - start))
         return tuple(selection), tuple(inner)
-
-    def owner_ranges(self, n_owners: int) -> list[tuple[int, int]]:
-        """Split the chunks into ``n_owners`` contiguous runs ``[first, stop)``."""
-        n_owners = max(1, min(n_owners, self.n_chunks))
-        bounds = np.linspace(0, self.n_chunks, n_owners + 1).round().astype(int)
-        return [(int(a), int(b)) for a, b in pairwise(bounds)]
-
-    def default_owners(self, itemsize_all_fields: int) -> int:
-        """Owner count: ``dask_hizt.owners`` or, when ``"auto"``, one owner per
-        ``dask_hizt.owner-bytes`` of dense histogram (all fields)."""
-        setting = dask.config.get("dask_hizt.owners")
-        if setting != "auto":
-            return max(1, min(int(setting), self.n_chunks))
-        dense = self.n_keys * itemsize_all_fields
-        per_owner = _parse_bytes(dask.config.get("dask_hizt.owner-bytes"))
-        return max(1, min(self.n_chunks, -(-dense // per_owner)))

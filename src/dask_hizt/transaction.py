@@ -81,6 +81,9 @@ class RepoRef:
                 msg = f"store {text!r}: only local paths and icechunk.Repository objects are supported"
                 raise StoreError(msg)
             path = Path(text).expanduser().resolve()
+            cached = _OPENED.get(str(path))
+            if cached is not None and path.is_dir():
+                return cached
             if path.exists() and not path.is_dir():
                 msg = f"store {text!r} is a file, not a repository directory"
                 raise StoreError(msg)
@@ -95,7 +98,8 @@ class RepoRef:
                     f"store {text!r} cannot be opened as an icechunk repository: {err}"
                 )
                 raise StoreError(msg) from err
-            return cls(repo, str(path))
+            ref = _OPENED[str(path)] = cls(repo, str(path))
+            return ref
         msg = f"store must be a path or an icechunk.Repository, got {type(store).__name__}"
         raise StoreError(msg)
 
@@ -111,6 +115,11 @@ class RepoRef:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# Local repositories opened in this process, by directory: many Hist objects
+# on one path share one Repository (and its caches) instead of reopening it.
+_OPENED: dict[str, RepoRef] = {}
 
 
 def _open_local(storage: icechunk.Storage, create: bool) -> icechunk.Repository:
