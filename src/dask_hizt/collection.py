@@ -102,7 +102,45 @@ def _source(value: Any, what: str) -> _Source:
     )  # turned into a dask array once partitioning is known
 
 
-class Hist(DaskMethodsMixin):
+class _Computes(DaskMethodsMixin):
+    """The dask collection protocol of everything that computes into repositories.
+
+    The graph is planned against the current tips of the branches and cached
+    per tip (see ``_cached_plan``), so ``__dask_keys__`` and
+    ``__dask_graph__`` agree, and a new tip gives new keys and fresh forks.
+    """
+
+    _id: str
+    _plan_cache: tuple[str, Plan] | None
+    _grown: list[list[str]] | None
+
+    def _hists(self) -> list[Hist]:
+        raise NotImplementedError
+
+    def _plan(self) -> tuple[str, Plan]:
+        return _cached_plan(self, self._hists())
+
+    def __dask_graph__(self) -> HighLevelGraph:
+        return self._plan()[1].graph
+
+    def __dask_keys__(self) -> list[Key]:
+        return self._plan()[1].keys
+
+    def __dask_layers__(self) -> tuple[str, ...]:
+        return (self._plan()[0],)
+
+    def __dask_tokenize__(self) -> str:
+        return self._plan()[0]
+
+    def __dask_postpersist__(self) -> tuple[Any, tuple[Any, ...]]:
+        msg = f"persist() is not supported: compute() a {type(self).__name__}, which stores it"
+        raise NotImplementedError(msg)
+
+    __dask_optimize__ = staticmethod(dask.base.dont_optimize)
+    __dask_scheduler__ = staticmethod(dask.threaded.get)
+
+
+class Hist(_Computes):
     """A lazy histogram stored in an icechunk repository.
 
     Parameters
@@ -236,42 +274,16 @@ class Hist(DaskMethodsMixin):
             f"path={self._path!r}, fills={len(self._fills)})"
         )
 
-    # ------------------------------------------------- dask collection ---
-
-    def __dask_graph__(self) -> HighLevelGraph:
-        return self._plan()[1].graph
-
-    def __dask_keys__(self) -> list[Key]:
-        return self._plan()[1].keys
-
-    def __dask_layers__(self) -> tuple[str, ...]:
-        return (self._plan()[0],)
-
-    def __dask_tokenize__(self) -> str:
-        return self._plan()[0]
+    def _hists(self) -> list[Hist]:
+        return [self]
 
     def __dask_postcompute__(self) -> tuple[Any, tuple[Any, ...]]:
         return _finalize, (self._ref, self._path)
 
-    def __dask_postpersist__(self) -> tuple[Any, tuple[Any, ...]]:
-        msg = "persist() is not supported: compute() a dask_hizt.Hist, which stores it"
-        raise NotImplementedError(msg)
-
-    __dask_optimize__ = staticmethod(dask.base.dont_optimize)
-    __dask_scheduler__ = staticmethod(dask.threaded.get)
-
     # -------------------------------------------------------------- plan ---
 
-    def _plan(self) -> tuple[str, Plan]:
-        """The graph of a compute, built against the current tip of the branch.
 
-        Cached per tip, so ``__dask_keys__`` and ``__dask_graph__`` agree; a
-        new tip (after any commit) gives new keys and fresh forks.
-        """
-        return _cached_plan(self, [self])
-
-
-def _cached_plan(owner: Hist | HistSet, hists: Sequence[Hist]) -> tuple[str, Plan]:
+def _cached_plan(owner: _Computes, hists: Sequence[Hist]) -> tuple[str, Plan]:
     fills = [[_fill_token(f) for f in h._fills] for h in hists]
     if owner._grown != fills:
         # Before reading the tips: growing commits, and the plan must be built
@@ -289,7 +301,7 @@ def _cached_plan(owner: Hist | HistSet, hists: Sequence[Hist]) -> tuple[str, Pla
     return name, cached[1]
 
 
-class HistSet(DaskMethodsMixin):
+class HistSet(_Computes):
     """Histograms computed together: one fill task per input partition for all
     of them, and ONE commit per repository.
 
@@ -313,36 +325,15 @@ class HistSet(DaskMethodsMixin):
         self._plan_cache: tuple[str, Plan] | None = None
         self._grown: list[list[str]] | None = None
 
-    def _plan(self) -> tuple[str, Plan]:
-        return _cached_plan(self, self.hists)
+    def _hists(self) -> list[Hist]:
+        return self.hists
 
     def __len__(self) -> int:
         return len(self.hists)
 
-    def __dask_graph__(self) -> HighLevelGraph:
-        return self._plan()[1].graph
-
-    def __dask_keys__(self) -> list[Key]:
-        return self._plan()[1].keys
-
-    def __dask_layers__(self) -> tuple[str, ...]:
-        return (self._plan()[0],)
-
-    def __dask_tokenize__(self) -> str:
-        return self._plan()[0]
-
     def __dask_postcompute__(self) -> tuple[Any, tuple[Any, ...]]:
         targets = [(h._ref, h._path) for h in self.hists]
         return _finalize_set, (targets, self._plan()[1].output_of)
-
-    def __dask_postpersist__(self) -> tuple[Any, tuple[Any, ...]]:
-        msg = (
-            "persist() is not supported: compute() a dask_hizt.HistSet, which stores it"
-        )
-        raise NotImplementedError(msg)
-
-    __dask_optimize__ = staticmethod(dask.base.dont_optimize)
-    __dask_scheduler__ = staticmethod(dask.threaded.get)
 
 
 def compute(*hists: Hist, **kwargs: Any) -> list[StoredHist]:

@@ -63,7 +63,9 @@ class Layout:
         budget = max(1, _parse_bytes(chunk_bytes) // schema.dtype.itemsize)
         shape = schema.shape
         chunks = [1] * len(shape)
-        dense = [i for i, a in enumerate(schema.axes) if a["type"] not in _CATEGORY_TYPES]
+        dense = [
+            i for i, a in enumerate(schema.axes) if a["type"] not in _CATEGORY_TYPES
+        ]
         categories = [
             i
             for i, a in enumerate(schema.axes)
