@@ -25,14 +25,17 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
+import dask.array as da
 import dask.config
+from dask.blockwise import blockwise
+from dask.highlevelgraph import HighLevelGraph
 
 from ._fill import FillTask
 from ._partial import combine
 from ._writer import Owner
 from .transaction import RepoRef, commit_forks
 
-__all__ = ["Commit", "compute_graph", "route_and_write"]
+__all__ = ["Commit", "FillBlock", "compute_graph", "fill_layer", "route_and_write"]
 
 Key = Hashable
 
@@ -120,14 +123,64 @@ def route_and_write(
         ranges, nodes, n_groups = new_ranges, dict(new_nodes), new_groups
 
 
+@dataclass(frozen=True)
+class FillBlock:
+    """A fill task as a blockwise function: the partition's inputs come as arguments."""
+
+    task: FillTask
+
+    def __call__(self, *inputs: Any) -> tuple[Any, ...]:
+        return self.task(inputs)
+
+
+def fill_layer(
+    name: str,
+    task: FillTask,
+    slot_keys: Sequence[Sequence[Key]],
+    n: int,
+    inputs: Sequence[Any],
+) -> HighLevelGraph:
+    """The fill tasks of ``n`` partitions, ``(name, i)``, on top of their inputs.
+
+    Built as a blockwise layer where every input is partitioned as
+    ``(collection name, i)``, so that dask fuses element-wise work on the
+    inputs (e.g. a weight times a factor) into the fill task instead of
+    shipping each derived array to it.
+    """
+    names = [
+        keys[0][0] if keys and isinstance(keys[0], tuple) else None
+        for keys in slot_keys
+    ]
+    aligned = all(
+        nm is not None and list(keys) == [(nm, i) for i in range(n)]
+        for nm, keys in zip(names, slot_keys, strict=True)
+    )
+    # dask-expr (dataframe) graphs name their layers otherwise than their
+    # keys, which blockwise fusion cannot follow; their partitions are one
+    # fused task each anyway.
+    arrays = all(isinstance(c, da.Array) for c in inputs)
+    layer: Any
+    if names and aligned and arrays:
+        layer = blockwise(
+            FillBlock(task),
+            name,
+            "i",
+            *[x for nm in names for x in (nm, "i")],
+            numblocks=dict.fromkeys(names, (n,)),
+        )
+    else:
+        layer = {(name, i): (task, [k[i] for k in slot_keys]) for i in range(n)}
+    return HighLevelGraph.from_collections(name, layer, dependencies=list(inputs))
+
+
 def compute_graph(
     name: str,
     token: str,
-    partitions: Sequence[tuple[FillTask, Sequence[Key]]],
+    fill_keys: Sequence[Key],
     spaces: Sequence[Sequence[Owner]],
     commits: Sequence[Commit],
 ) -> dict[Key, Any]:
-    """The tasks of one compute: fills, routing, owners and the commits.
+    """The tasks of one compute after the fills: routing, owners and the commits.
 
     Parameters
     ----------
@@ -136,19 +189,14 @@ def compute_graph(
         outputs of the compute.
     token
         Suffix that makes the other key names unique.
-    partitions
-        Per fill task, the callable it runs and the keys of its inputs.
+    fill_keys
+        Keys of the fill tasks (see :func:`fill_layer`).
     spaces
         Per key space, its owners in key order.
     commits
         One per repository.
     """
     dsk: dict[Key, Any] = {}
-    fill_keys = []
-    for i, (fill_task, inputs) in enumerate(partitions):
-        key = (f"hizt-fill-{token}", i)
-        dsk[key] = (fill_task, list(inputs), str(list(inputs)))
-        fill_keys.append(key)
     split_every = int(dask.config.get("dask_hizt.split-every"))
     writers = [
         route_and_write(dsk, f"{token}-{s}", fill_keys, owners, split_every, space=s)

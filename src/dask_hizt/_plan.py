@@ -18,12 +18,12 @@ import dask
 import dask.array as da
 import numpy as np
 from dask.core import flatten
-from dask.highlevelgraph import HighLevelGraph
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.utils import parse_bytes
 
 from . import __version__
 from ._fill import Arg, FillSpec, FillTask, Target
-from ._graph import Commit, compute_graph
+from ._graph import Commit, compute_graph, fill_layer
 from ._writer import Owner, Segment
 from .errors import FillError
 from .schema import Schema, growing
@@ -95,8 +95,9 @@ def plan(hists: Sequence[Hist], name: str, token: str) -> Plan:
         for f in h._fills
     ]
     sources = [s.collection for _, fill in queued for s in fill.sources()]
-    inputs, located = _inputs(sources)
+    located = _inputs(sources)
     keys_of = iter(located)
+    collection_of: dict[tuple[Key, ...], Any] = {}
 
     groups: dict[int, list[tuple[int, FillSpec, list[list[Key]]]]] = {}
     for t, fill in queued:
@@ -109,7 +110,8 @@ def plan(hists: Sequence[Hist], name: str, token: str) -> Plan:
                 return None
             if not s.partitioned:
                 return Arg(value=s.value)
-            keys, column = next(keys_of)
+            keys, column, coll = next(keys_of)
+            collection_of[tuple(keys)] = coll
             keys_per_arg.append(keys)
             return Arg(index=len(keys_per_arg) - 1, column=column)
 
@@ -120,9 +122,10 @@ def plan(hists: Sequence[Hist], name: str, token: str) -> Plan:
         n = len(keys_per_arg[0]) if keys_per_arg else 1
         groups.setdefault(n, []).append((t, spec, keys_per_arg))
 
-    partitions: list[tuple[FillTask, list[Any]]] = []
+    fill_keys: list[Key] = []
+    fill_graphs: list[HighLevelGraph] = []
     inputs_of: list[list[str]] = [[] for _ in targets]
-    for n, members in groups.items():
+    for g, (n, members) in enumerate(groups.items()):
         # Each distinct input (its keys over the partitions) is one slot of the
         # fill task, however many fills and histograms read it.
         slots: dict[tuple[Key, ...], int] = {}
@@ -134,8 +137,14 @@ def plan(hists: Sequence[Hist], name: str, token: str) -> Plan:
             used.setdefault(t, set()).update(remap)
         task = FillTask(tuple(targets), tuple(fills), tuple(space_size))
         slot_keys = list(slots)
+        layer_name = f"hizt-fill-{token}-{g}"
+        fill_graphs.append(
+            fill_layer(
+                layer_name, task, slot_keys, n, [collection_of[k] for k in slot_keys]
+            )
+        )
+        fill_keys.extend((layer_name, i) for i in range(n))
         for i in range(n):
-            partitions.append((task, [k[i] for k in slot_keys]))
             for t, mine in used.items():
                 inputs_of[t].append(str([slot_keys[j][i] for j in sorted(mine)]))
 
@@ -164,12 +173,24 @@ def plan(hists: Sequence[Hist], name: str, token: str) -> Plan:
                 branch,
                 str(sessions[r].snapshot_id),
                 tuple(s for s in range(len(spaces)) if spaces[s][0] == r),
-                f"dask_hizt: fill {what} from {len(partitions)} partitions",
+                f"dask_hizt: fill {what} from {len(fill_keys)} partitions",
                 metadata,
             )
         )
-    dsk = compute_graph(name, token, partitions, owners, commits)
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=inputs)  # type: ignore[arg-type]
+    dsk = compute_graph(name, token, fill_keys, owners, commits)
+    layers: dict[str, Any] = {}
+    dependencies: dict[str, set[str]] = {}
+    for fg in fill_graphs:
+        layers.update(fg.layers)
+        dependencies.update(fg.dependencies)
+    layers[name] = MaterializedLayer(dsk)
+    dependencies[name] = {
+        fg_name
+        for fg in fill_graphs
+        for fg_name in fg.layers
+        if fg_name.startswith("hizt-fill-")
+    }
+    graph = HighLevelGraph(layers, dependencies)
     output_of = [repos[_repo_id(h._ref, h._branch)] for h in hists]
     return Plan(graph, [(name, i) for i in range(len(refs))], output_of)
 
@@ -221,24 +242,20 @@ def grow(hists: Sequence[Hist]) -> None:
         grow_histogram(h._ref, h._branch, h._path, per_axis)
 
 
-def _inputs(
-    sources: Sequence[Any],
-) -> tuple[list[Any], list[tuple[list[Key], str | None]]]:
-    """The input collections to depend on, and per source its partitions' keys
-    and, for dataframe columns, the column to take from them.
+def _inputs(sources: Sequence[Any]) -> list[tuple[list[Key], str | None, Any]]:
+    """Per source, its partitions' keys, for dataframe columns the column to
+    take from them, and the collection that computes them.
 
     dask.dataframe Series that can be aligned are gathered as the columns of
     one optimised DataFrame, so each partition is read (or made) once however
     many fills and histograms use it; dask.optimize() of separate dask-expr
     collections fuses the read into every column instead.
     """
-    inputs: list[Any] = []
-    located: list[tuple[list[Key], str | None] | None] = [None] * len(sources)
+    located: list[tuple[list[Key], str | None, Any] | None] = [None] * len(sources)
     frames: dict[int, list[int]] = {}
     for i, c in enumerate(sources):
         if isinstance(c, da.Array):
-            inputs.append(c)
-            located[i] = (list(flatten(c.__dask_keys__())), None)
+            located[i] = (list(flatten(c.__dask_keys__())), None, c)
         else:
             frames.setdefault(c.npartitions, []).append(i)
     for members in frames.values():
@@ -254,14 +271,12 @@ def _inputs(
             # Not co-aligned (e.g. unknown divisions of unrelated frames): one by one.
             for i in members:
                 one = sources[i].optimize()
-                inputs.append(one)
-                located[i] = (list(flatten(one.__dask_keys__())), None)
+                located[i] = (list(flatten(one.__dask_keys__())), None, one)
             continue
-        inputs.append(frame)
         keys = list(flatten(frame.__dask_keys__()))
         for i in members:
-            located[i] = (keys, column_of[sources[i]._name])
-    return inputs, [loc for loc in located if loc is not None]
+            located[i] = (keys, column_of[sources[i]._name], frame)
+    return [loc for loc in located if loc is not None]
 
 
 def _unique(coll: Any) -> Any:

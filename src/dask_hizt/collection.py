@@ -20,6 +20,8 @@ import dask.array as da
 import hist
 import numpy as np
 from dask.base import DaskMethodsMixin, is_dask_collection, tokenize
+from dask.blockwise import fuse_roots, optimize_blockwise
+from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph
 
 from ._plan import Plan, create, grow, plan
@@ -136,8 +138,16 @@ class _Computes(DaskMethodsMixin):
         msg = f"persist() is not supported: compute() a {type(self).__name__}, which stores it"
         raise NotImplementedError(msg)
 
-    __dask_optimize__ = staticmethod(dask.base.dont_optimize)
     __dask_scheduler__ = staticmethod(dask.threaded.get)
+
+    @staticmethod
+    def __dask_optimize__(dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        """Fuse element-wise work on the inputs into the fill tasks (blockwise fusion)."""
+        del kwargs
+        if not isinstance(dsk, HighLevelGraph):
+            return dsk
+        flat = list(flatten(keys)) if isinstance(keys, list) else [keys]
+        return fuse_roots(optimize_blockwise(dsk, keys=flat), keys=flat)
 
 
 class Hist(_Computes):
