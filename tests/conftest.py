@@ -56,12 +56,11 @@ def repo_path(tmp_path: Path) -> Path:
     return tmp_path / "repo.icechunk"
 
 
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[Any]:
+def local_cluster(memory_limit: str) -> Any:
     """A real distributed.LocalCluster with two worker processes, bound to 127.0.0.1."""
     from distributed import LocalCluster
 
-    with LocalCluster(
+    return LocalCluster(
         n_workers=2,
         threads_per_worker=1,
         processes=True,
@@ -71,8 +70,14 @@ def cluster() -> Iterator[Any]:
         # free port on 127.0.0.1 instead of 8787, which may be taken (and then
         # distributed warns, an error under filterwarnings=error).
         scheduler_kwargs=LOCAL_HTTP,
-        memory_limit="4GiB",
-    ) as lc:
+        memory_limit=memory_limit,
+    )
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Any]:
+    """The session's LocalCluster."""
+    with local_cluster("4GiB") as lc:
         yield lc
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 import psutil
 import pytest
 import zarr
-from conftest import LOCAL_HTTP, assert_hist_equal
+from conftest import assert_hist_equal, local_cluster
 
 import dask_hizt as dh
 
@@ -376,20 +376,9 @@ def test_bad_fill_arguments(client: Any, repo_path: Path) -> None:
 @pytest.fixture
 def own_cluster() -> Iterator[Any]:
     """A LocalCluster of its own (two worker processes, 127.0.0.1) for tests that kill workers."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            scheduler_kwargs=LOCAL_HTTP,
-            memory_limit="2GiB",
-        ) as lc,
-        Client(lc) as c,
-    ):
+    with local_cluster("2GiB") as lc, Client(lc) as c:
         yield c
 
 
