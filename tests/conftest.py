@@ -50,6 +50,21 @@ def assert_hist_equal(stored: Any, expected: hist.Hist, *, rtol: float = 0.0) ->
 LOCAL_HTTP: dict[str, Any] = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
 
 
+def assert_landed(
+    repo: Any, before: list[str], stored: Any, *, created: str | None = None
+) -> None:
+    """The compute added exactly one fill commit, ``stored``'s snapshot, on top
+    of ``before`` (snapshot ids, newest first), and before it the commit that
+    created the histogram ``created``, if it was new."""
+    now = [s for s in repo.ancestry(branch="main")]
+    new = now[: len(now) - len(before)]
+    assert [s.id for s in now[len(new) :]] == before
+    assert [s.id for s in new[:1]] == [stored.snapshot_id]
+    assert new[0].message.startswith("dask_hizt: fill")
+    want = [] if created is None else [f"dask_hizt: create {created}"]
+    assert [s.message for s in new[1:]] == want
+
+
 @pytest.fixture
 def repo_path(tmp_path: Path) -> Path:
     """Path of a fresh local icechunk repository (created on first use)."""

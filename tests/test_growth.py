@@ -126,7 +126,8 @@ def test_racing_computes_adding_different_values_both_land(tmp_path: Path) -> No
         hist.axis.StrCategory([], growth=True, name="d"),
         hist.axis.Regular(4, 0, 1, name="x"),
     )
-    dh.Hist(*axes, storage=hist.storage.Int64(), store=repo, path="g")  # create first
+    # the racers also race to create the histogram
+    dh.Hist(*axes, storage=hist.storage.Int64(), store=repo, path="g")
     start = tmp_path / "start"
     labels = ["p", "q", "p"]
     procs = [

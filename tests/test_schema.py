@@ -124,7 +124,9 @@ def test_paths_that_escape_are_refused(repo_path: Path, bad: str) -> None:
 def test_existing_path_with_other_axes_or_storage_is_refused_and_nothing_written(
     repo_path: Path,
 ) -> None:
-    dh.Hist(hist.axis.Regular(3, 0, 1, name="x"), store=repo_path, path="h")
+    dh.Hist(hist.axis.Regular(3, 0, 1, name="x"), store=repo_path, path="h").fill(
+        x=0.5
+    ).compute()
     repo = icechunk.Repository.open(icechunk.local_filesystem_storage(str(repo_path)))
     tip = repo.lookup_branch("main")
     with pytest.raises(dh.SchemaMismatchError, match="different axes"):
@@ -179,7 +181,7 @@ def test_newer_format_version_is_refused(repo_path: Path) -> None:
 
 
 def test_unknown_snapshot_tag_branch(repo_path: Path) -> None:
-    dh.Hist(hist.axis.Regular(3, 0, 1), store=repo_path, path="h")
+    dh.Hist(hist.axis.Regular(3, 0, 1), store=repo_path, path="h").fill(0.5).compute()
     with pytest.raises(dh.StoreError, match="snapshot 'NOPE'"):
         dh.open(repo_path, "h", snapshot_id="NOPE")
     with pytest.raises(dh.StoreError, match="tag 'v9'"):

@@ -15,9 +15,10 @@ pandas index. Entries are then summed per chunk-major key
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -29,7 +30,14 @@ from .errors import FillError
 from .layout import Layout
 from .schema import Schema, growing
 
-__all__ = ["Arg", "FillSpec", "FillTask", "Target"]
+__all__ = ["Arg", "FillSpec", "FillTask", "Inputs", "Target"]
+
+
+class Inputs(Protocol):
+    """A partition's inputs by slot: a sequence, or lazily made ones that
+    also have ``release(i)`` (see :mod:`dask_hizt._lazy`)."""
+
+    def __getitem__(self, i: int, /) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -42,7 +50,7 @@ class Arg:
     value: Any = None
     column: str | None = None
 
-    def take(self, inputs: Sequence[Any]) -> Any:
+    def take(self, inputs: Inputs) -> Any:
         """This argument's data among a partition's inputs."""
         assert self.index is not None
         data = inputs[self.index]
@@ -93,15 +101,21 @@ class FillTask:
     fills: tuple[tuple[int, FillSpec], ...]
     space_sizes: tuple[int, ...]
 
-    def __call__(
-        self, inputs: Sequence[Any], partition: str = ""
-    ) -> tuple[Partial, ...]:
+    def __call__(self, inputs: Inputs, partition: str = "") -> tuple[Partial, ...]:
         """Fill the queued fills from one partition's inputs; one partial per key space."""
         per_space: list[list[Partial]] = [[] for _ in self.space_sizes]
-        for t, spec in self.fills:
+        # Inputs that can be dropped (see _lazy) are released after their last reader.
+        release = getattr(inputs, "release", None)
+        readers = [_slots(spec) for _, spec in self.fills]
+        left = Counter(i for slots in readers for i in slots)
+        for (t, spec), slots in zip(self.fills, readers, strict=True):
             target = self.targets[t]
             part = _one_fill(target.schema, target.layout, spec, inputs, partition)
             per_space[target.space].append(part.shifted(target.offset))
+            for i in slots:
+                left[i] -= 1
+                if release is not None and left[i] == 0:
+                    release(i)
         out = []
         for space, (parts, n_keys) in enumerate(
             zip(per_space, self.space_sizes, strict=True)
@@ -113,6 +127,11 @@ class FillTask:
                 dtypes = [schema.dtype] * len(schema.spec.fields)
                 out.append(empty(0, n_keys, dtypes, for_storage(schema.spec.uhi_type)))
         return tuple(out)
+
+
+def _slots(spec: FillSpec) -> set[int]:
+    args = (*spec.axes, spec.weight, spec.sample)
+    return {a.index for a in args if a is not None and a.index is not None}
 
 
 def _as_1d(obj: Any, what: str, partition: str) -> npt.NDArray[Any]:
@@ -173,7 +192,7 @@ def _one_fill(
     schema: Schema,
     layout: Layout,
     spec: FillSpec,
-    inputs: Sequence[Any],
+    inputs: Inputs,
     partition: str,
 ) -> Partial:
     names = [n or f"#{i}" for i, n in enumerate(schema.names)]
@@ -205,7 +224,7 @@ def _one_fill(
 
 def _numbers(
     arg: Arg | None,
-    inputs: Sequence[Any],
+    inputs: Inputs,
     what: str,
     partition: str,
     lengths: dict[str, int],

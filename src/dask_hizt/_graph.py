@@ -27,15 +27,23 @@ from typing import Any
 
 import dask.array as da
 import dask.config
-from dask.blockwise import blockwise
-from dask.highlevelgraph import HighLevelGraph
+from dask.blockwise import blockwise, fuse_roots, optimize_blockwise
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from ._fill import FillTask
+from ._lazy import FillBlock, make_lazy
 from ._partial import combine
 from ._writer import Owner
 from .transaction import RepoRef, commit_forks
 
-__all__ = ["Commit", "FillBlock", "compute_graph", "fill_layer", "route_and_write"]
+__all__ = [
+    "Commit",
+    "FillBlock",
+    "compute_graph",
+    "fill_layer",
+    "optimize",
+    "route_and_write",
+]
 
 Key = Hashable
 
@@ -123,16 +131,6 @@ def route_and_write(
         ranges, nodes, n_groups = new_ranges, dict(new_nodes), new_groups
 
 
-@dataclass(frozen=True)
-class FillBlock:
-    """A fill task as a blockwise function: the partition's inputs come as arguments."""
-
-    task: FillTask
-
-    def __call__(self, *inputs: Any) -> tuple[Any, ...]:
-        return self.task(inputs)
-
-
 def fill_layer(
     name: str,
     task: FillTask,
@@ -171,6 +169,20 @@ def fill_layer(
     else:
         layer = {(name, i): (task, [k[i] for k in slot_keys]) for i in range(n)}
     return HighLevelGraph.from_collections(name, layer, dependencies=list(inputs))
+
+
+def optimize(dsk: HighLevelGraph, keys: Sequence[Key]) -> HighLevelGraph:
+    """Fuse element-wise work on the inputs into the fill tasks, and have the
+    fused fill tasks make their inputs one at a time (see :mod:`._lazy`)."""
+    fused = fuse_roots(optimize_blockwise(dsk, keys=list(keys)), keys=list(keys))
+    layers = dict(fused.layers)
+    for name, layer in layers.items():
+        if name.startswith("hizt-fill-"):
+            layers[name] = MaterializedLayer(
+                {k: make_lazy(v) for k, v in layer.items()},
+                annotations=layer.annotations,
+            )
+    return HighLevelGraph(layers, dict(fused.dependencies))
 
 
 def compute_graph(

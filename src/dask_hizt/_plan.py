@@ -30,15 +30,14 @@ from .schema import Schema, growing
 from .transaction import (
     ATTR_KEY,
     RepoRef,
-    ensure_histograms,
-    grow_histogram,
+    prepare_histograms,
     read_histogram_meta,
 )
 
 if TYPE_CHECKING:
     from .collection import Hist, _Fill, _Source
 
-__all__ = ["Plan", "create", "grow", "plan"]
+__all__ = ["Plan", "plan", "prepare"]
 
 Key = Hashable
 
@@ -195,37 +194,30 @@ def plan(hists: Sequence[Hist], name: str, token: str) -> Plan:
     return Plan(graph, [(name, i) for i in range(len(refs))], output_of)
 
 
-def create(hists: Sequence[Hist]) -> None:
-    """Create the histograms that do not exist yet: one commit per repository."""
-    per_repo: dict[tuple[Any, str], tuple[RepoRef, str, dict[str, Schema]]] = {}
-    for h in hists:
-        _, _, wanted = per_repo.setdefault(
-            _repo_id(h._ref, h._branch), (h._ref, h._branch, {})
-        )
-        wanted.setdefault(h._path, h._schema)
-    for ref, branch, wanted in per_repo.values():
-        ensure_histograms(ref, branch, wanted)
-
-
-def grow(hists: Sequence[Hist]) -> None:
-    """Add to growing category axes every value the queued fills will meet.
+def prepare(hists: Sequence[Hist]) -> None:
+    """Create the missing histograms and add to growing category axes every
+    value the queued fills will meet: one commit per repository, if anything
+    changes.
 
     Scalars are known; values from partitioned inputs are found by a pass
     over those inputs alone (``unique``), before the fill graph is built, so
-    each histogram's chunk grid is final when partials are keyed. One commit
-    per histogram that gains categories; none when nothing is new.
+    each histogram's chunk grid is final when partials are keyed.
     """
-    wanted: dict[tuple[Any, ...], tuple[Hist, dict[int, set[Any]]]] = {}
+    per_repo: dict[tuple[Any, str], tuple[Hist, dict[str, tuple[Schema, Any]]]] = {}
+    grow: dict[tuple[Any, str], dict[str, dict[int, set[Any]]]] = {}
     lazy: list[tuple[set[Any], Any]] = []
     for h in hists:
+        rid = _repo_id(h._ref, h._branch)
+        per_repo.setdefault(rid, (h, {}))[1].setdefault(
+            h._path, (h._schema, h._chunk_bytes)
+        )
         axes = [i for i, a in enumerate(h._schema.axes) if growing(a)]
         if not axes:
             continue
-        _, per_axis = wanted.setdefault(
-            (*_repo_id(h._ref, h._branch), h._path), (h, {i: set() for i in axes})
+        per_axis = grow.setdefault(rid, {}).setdefault(
+            h._path, {i: set() for i in axes}
         )
         for i in axes:
-            per_axis[i].update(h._schema.axes[i]["categories"])
             for fill in h._fills:
                 src = fill.axes[i]
                 if src.partitioned:
@@ -236,10 +228,11 @@ def grow(hists: Sequence[Hist]) -> None:
         found = dask.base.compute(*[_unique(c) for _, c in lazy])
         for (into, _), values in zip(lazy, found, strict=True):
             into.update(np.asarray(values).tolist())
-    for h, per_axis in wanted.values():
-        for i, values in per_axis.items():
-            _check_category_values(h._schema.axes[i], values)
-        grow_histogram(h._ref, h._branch, h._path, per_axis)
+    for rid, (h, wanted) in per_repo.items():
+        for path, per_axis in grow.get(rid, {}).items():
+            for i, values in per_axis.items():
+                _check_category_values(wanted[path][0].axes[i], values)
+        prepare_histograms(h._ref, h._branch, wanted, grow.get(rid, {}))
 
 
 def _inputs(sources: Sequence[Any]) -> list[tuple[list[Key], str | None, Any]]:

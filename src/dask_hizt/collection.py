@@ -1,10 +1,12 @@
 """The lazy histogram collection and its ``fill``.
 
-A :class:`Hist` names a histogram in a repository (created there, or checked
-against what is there, when the object is made) and queues fills. Computing
-it, with ``.compute()`` or ``dask.compute``, runs the graph of
-:mod:`dask_hizt._graph` and returns a :class:`~dask_hizt.stored.StoredHist`
-of the one commit it made.
+A :class:`Hist` names a histogram in a repository (checked against what is
+there when the object is made) and queues fills. Computing it, with
+``.compute()`` or ``dask.compute``, runs the graph of :mod:`dask_hizt._graph`
+and returns a :class:`~dask_hizt.stored.StoredHist` of the one commit that
+holds its counts. Histograms that do not exist yet are created, and growing
+axes gain their new categories, in one preparing commit before the graph
+runs.
 """
 
 from __future__ import annotations
@@ -20,19 +22,15 @@ import dask.array as da
 import hist
 import numpy as np
 from dask.base import DaskMethodsMixin, is_dask_collection, tokenize
-from dask.blockwise import fuse_roots, optimize_blockwise
 from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph
 
-from ._plan import Plan, create, grow, plan
+from ._graph import optimize
+from ._plan import Plan, plan, prepare
 from .errors import FillError
 from .schema import Schema
 from .stored import StoredHist
-from .transaction import (
-    RepoRef,
-    check_path,
-    ensure_histograms,
-)
+from .transaction import RepoRef, check_path, existing_schema
 
 __all__ = ["Hist", "HistSet", "compute", "histogram"]
 
@@ -142,12 +140,11 @@ class _Computes(DaskMethodsMixin):
 
     @staticmethod
     def __dask_optimize__(dsk: Any, keys: Any, **kwargs: Any) -> Any:
-        """Fuse element-wise work on the inputs into the fill tasks (blockwise fusion)."""
+        """Fuse element-wise work on the inputs into the fill tasks, made lazily."""
         del kwargs
         if not isinstance(dsk, HighLevelGraph):
             return dsk
-        flat = list(flatten(keys)) if isinstance(keys, list) else [keys]
-        return fuse_roots(optimize_blockwise(dsk, keys=flat), keys=flat)
+        return optimize(dsk, list(flatten(keys)) if isinstance(keys, list) else [keys])
 
 
 class Hist(_Computes):
@@ -186,8 +183,13 @@ class Hist(_Computes):
         self._path = check_path(path)
         self._ref = RepoRef.from_store(store)
         self._branch = branch
-        # Created now, in its own commit, so that every compute is one commit.
-        ensure_histograms(self._ref, branch, {self._path: self._schema})
+        # Checked now, created by the first compute (with every other new
+        # histogram of that compute, in one commit).
+        # The chunk layout follows the settings in force here, not at compute.
+        self._chunk_bytes = dask.config.get("dask_hizt.chunk-bytes")
+        stored = existing_schema(self._ref, branch, self._path)
+        if stored is not None:
+            self._schema.check_same(stored, f"histogram {self._path!r}")
         self._fills: list[_Fill] = []
         self._id = uuid.uuid4().hex
         self._plan_cache: tuple[str, Plan] | None = None
@@ -296,11 +298,9 @@ class Hist(_Computes):
 def _cached_plan(owner: _Computes, hists: Sequence[Hist]) -> tuple[str, Plan]:
     fills = [[_fill_token(f) for f in h._fills] for h in hists]
     if owner._grown != fills:
-        # Before reading the tips: growing commits, and the plan must be built
-        # on histograms that exist (again, if deleted since) with all their
-        # categories.
-        create(hists)
-        grow(hists)
+        # Before reading the tips: the plan must be built on histograms that
+        # exist (again, if deleted since) with all their categories.
+        prepare(hists)
         owner._grown = fills
     tips = [h._ref.repo.lookup_branch(h._branch) for h in hists]
     token = tokenize(owner._id, tips, fills)
@@ -425,8 +425,13 @@ def _finalize_set(
     targets: Sequence[tuple[RepoRef, str]],
     output_of: Sequence[int],
 ) -> list[StoredHist]:
+    # One read-only session per snapshot, shared by its histograms.
+    sessions: dict[int, Any] = {}
+    for (ref, _), i in zip(targets, output_of, strict=True):
+        if i not in sessions:
+            sessions[i] = ref.repo.readonly_session(snapshot_id=results[i])
     return [
-        StoredHist(ref, path, results[i])
+        StoredHist(ref, path, results[i], sessions[i])
         for (ref, path), i in zip(targets, output_of, strict=True)
     ]
 

@@ -54,11 +54,13 @@ class StoredHist:
     lazy: nothing is read until a view or ``to_hist()`` is asked for.
     """
 
-    def __init__(self, ref: RepoRef, path: str, snapshot_id: str) -> None:
+    def __init__(
+        self, ref: RepoRef, path: str, snapshot_id: str, session: Any = None
+    ) -> None:
         self._ref = ref
         self.path = path
         self.snapshot_id = snapshot_id
-        self._session = ref.repo.readonly_session(snapshot_id=snapshot_id)
+        self._session = session or ref.repo.readonly_session(snapshot_id=snapshot_id)
         self._schema, self._layout = read_histogram_meta(self._session.store, path)
 
     @property

@@ -30,7 +30,11 @@ import dask.config
 import icechunk
 import numpy as np
 import zarr
+import zarr.api.asynchronous
+import zarr.core.buffer
+import zarr.core.sync
 import zarr.errors
+import zarr.storage
 
 from ._algebra import for_storage
 from .errors import CommitError, NotAHistogramError, SchemaMismatchError, StoreError
@@ -41,7 +45,8 @@ __all__ = [
     "RepoRef",
     "check_path",
     "commit_forks",
-    "ensure_histograms",
+    "existing_schema",
+    "prepare_histograms",
     "read_histogram_meta",
 ]
 
@@ -184,14 +189,23 @@ def read_histogram_meta(store: Any, path: str) -> tuple[Schema, Layout]:
     SchemaMismatchError
         If it was written by a newer version of the on-disk format.
     """
-    try:
-        group = zarr.open_group(store, path=path, mode="r")
-    except (
-        FileNotFoundError,
-        zarr.errors.GroupNotFoundError,
-        zarr.errors.ContainsArrayError,
-    ) as err:
+    found = find_histogram(store, path)
+    if found is None:
         msg = f"no histogram at path {path!r}"
+        raise NotAHistogramError(msg)
+    return found
+
+
+def find_histogram(store: Any, path: str) -> tuple[Schema, Layout] | None:
+    """Like :func:`read_histogram_meta`, but ``None`` when nothing is at ``path``."""
+    try:
+        group = zarr.open_group(
+            store, path=path, mode="r", zarr_format=3, use_consolidated=False
+        )
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        return None
+    except zarr.errors.ContainsArrayError as err:
+        msg = f"path {path!r} holds a zarr array, not a dask_hizt histogram"
         raise NotAHistogramError(msg) from err
     attrs: dict[str, Any] = dict(group.attrs.asdict())
     meta: Any = attrs.get(ATTR_KEY)
@@ -209,96 +223,107 @@ def read_histogram_meta(store: Any, path: str) -> tuple[Schema, Layout]:
     return schema, Layout(schema.shape, tuple(int(c) for c in meta["chunks"]))
 
 
-def ensure_histograms(ref: RepoRef, branch: str, wanted: Mapping[str, Schema]) -> None:
-    """Create the groups and arrays of the histograms that are missing: one commit, if any.
-
-    Creation is its own commit: forks can only be merged once the arrays they
-    write are committed. Existing histograms must match their schema.
-    """
-    retries = int(dask.config.get("dask_hizt.commit-retries"))
-    with ref.lock():
-        for _ in range(retries):
-            session = _writable(ref, branch)
-            missing = {}
-            for path, schema in wanted.items():
-                try:
-                    stored, _ = read_histogram_meta(session.store, path)
-                except NotAHistogramError:
-                    if _node_exists(session.store, path):
-                        raise
-                    missing[path] = schema
-                else:
-                    schema.check_same(stored, f"histogram {path!r}")
-            if not missing:
-                return
-            for path, schema in missing.items():
-                _create_arrays(session.store, path, schema, Layout.for_schema(schema))
-            what = (
-                ", ".join(missing)
-                if len(missing) <= 3
-                else f"{len(missing)} histograms"
-            )
-            try:
-                session.commit(
-                    f"dask_hizt: create {what}",
-                    metadata={ATTR_KEY: {"created": list(missing)}},
-                    rebase_with=icechunk.ConflictDetector(),
-                )
-            except (icechunk.ConflictError, icechunk.RebaseFailedError):
-                continue  # somebody created some meanwhile: check theirs
-            return
-    msg = f"could not create histograms {list(wanted)}: {retries} conflicting commits in a row"
-    raise CommitError(msg)
-
-
-def grow_histogram(
-    ref: RepoRef, branch: str, path: str, wanted: Mapping[int, Iterable[Any]]
-) -> None:
-    """Append to growing category axes the wanted values they lack: one commit, if any.
-
-    Categories are only ever appended, so the index of a category never
-    changes; a racing grower is absorbed by retrying from the new tip.
-    """
-    retries = int(dask.config.get("dask_hizt.commit-retries"))
-    with ref.lock():
-        for _ in range(retries):
-            session = _writable(ref, branch)
-            schema, _ = read_histogram_meta(session.store, path)
-            additions = {}
-            for i, values in wanted.items():
-                have = set(schema.axes[i]["categories"])
-                new = sorted(set(values) - have)
-                if new:
-                    additions[i] = new
-            if not additions:
-                return
-            grown = schema.grown(additions)
-            group = zarr.open_group(session.store, path=path, mode="r+")
-            group.attrs.update({"axes": grown.to_json()["axes"]})
-            for name in schema.spec.fields:
-                zarr.open_array(session.store, path=f"{path}/{name}").resize(
-                    grown.shape
-                )
-            names = {schema.names[i] or f"#{i}": v for i, v in additions.items()}
-            try:
-                session.commit(
-                    f"dask_hizt: grow {path}: {names}",
-                    metadata={ATTR_KEY: {"grown": path, "categories": names}},
-                    rebase_with=icechunk.ConflictDetector(),
-                )
-            except (icechunk.ConflictError, icechunk.RebaseFailedError):
-                continue
-            return
-    msg = f"could not grow histogram {path!r}: {retries} conflicting commits in a row"
-    raise CommitError(msg)
-
-
-def _node_exists(store: Any, path: str) -> bool:
+def existing_schema(ref: RepoRef, branch: str, path: str) -> Schema | None:
+    """The schema of the histogram at ``path`` on the branch's tip, or ``None``
+    if nothing is there (a node that is not a histogram raises)."""
     try:
-        zarr.open(store, path=path, mode="r")
-    except (FileNotFoundError, zarr.errors.NodeNotFoundError):
-        return False
-    return True
+        tip = ref.repo.lookup_branch(branch)
+    except icechunk.IcechunkError as err:
+        msg = f"branch {branch!r} cannot be read: {err}"
+        raise StoreError(msg) from err
+    cached = _TIP_SESSIONS.get((id(ref.repo), tip))
+    if cached is None:
+        # Many Hist objects are made against one tip: share its session.
+        _TIP_SESSIONS.clear()
+        cached = _TIP_SESSIONS[(id(ref.repo), tip)] = ref.repo.readonly_session(
+            snapshot_id=tip
+        )
+    found = find_histogram(cached.store, path)
+    return None if found is None else found[0]
+
+
+_TIP_SESSIONS: dict[tuple[int, str], icechunk.Session] = {}
+
+
+def prepare_histograms(
+    ref: RepoRef,
+    branch: str,
+    wanted: Mapping[str, tuple[Schema, int | str]],
+    grow: Mapping[str, Mapping[int, Iterable[Any]]],
+) -> None:
+    """Create the missing histograms and append new categories to growing
+    axes, all in one commit (none if nothing changes).
+
+    ``wanted`` gives each histogram's schema and the chunk budget its layout
+    is chosen with (see :meth:`Layout.for_schema`). This is a commit of its
+    own because forks can only be merged once the arrays they write are
+    committed. Existing histograms must match their
+    schema. Categories are only ever appended, so a category's index never
+    changes; a racing preparer is absorbed by retrying from the new tip.
+    """
+    retries = int(dask.config.get("dask_hizt.commit-retries"))
+    with ref.lock():
+        for _ in range(retries):
+            session = _writable(ref, branch)
+            created: dict[str, tuple[Schema, Layout]] = {}
+            grown: dict[str, dict[str, list[Any]]] = {}
+            for path, (schema, chunk_bytes) in wanted.items():
+                found = find_histogram(session.store, path)
+                stored = None if found is None else found[0]
+                if stored is not None:
+                    schema.check_same(stored, f"histogram {path!r}")
+                base = schema if stored is None else stored
+                additions = {}
+                for i, values in grow.get(path, {}).items():
+                    new = sorted(set(values) - set(base.axes[i]["categories"]))
+                    if new:
+                        additions[i] = new
+                final = base.grown(additions) if additions else base
+                if stored is None:
+                    created[path] = (final, Layout.for_schema(final, chunk_bytes))
+                elif additions:
+                    _grow_arrays(session.store, path, stored, final)
+                if additions:
+                    grown[path] = {
+                        base.names[i] or f"#{i}": v for i, v in additions.items()
+                    }
+            if not created and not grown:
+                return
+            _create_arrays(session.store, created)
+            try:
+                session.commit(
+                    _prepare_message(list(created), grown),
+                    metadata={ATTR_KEY: {"created": list(created), "grown": grown}},
+                    rebase_with=icechunk.ConflictDetector(),
+                )
+            except (icechunk.ConflictError, icechunk.RebaseFailedError):
+                continue  # somebody created or grew some meanwhile: check theirs
+            return
+    msg = f"could not prepare histograms {list(wanted)[:5]}: {retries} conflicting commits in a row"
+    raise CommitError(msg)
+
+
+def _prepare_message(created: Sequence[str], grown: Mapping[str, Any]) -> str:
+    def few(paths: Sequence[str]) -> str:
+        return ", ".join(paths) if len(paths) <= 3 else f"{len(paths)} histograms"
+
+    parts = []
+    if created:
+        parts.append(f"create {few(created)}")
+    if grown:
+        if len(grown) == 1:
+            ((path, names),) = grown.items()
+            parts.append(f"grow {path}: {names}")
+        else:
+            parts.append(f"grow {few(list(grown))}")
+    return "dask_hizt: " + "; ".join(parts)
+
+
+def _grow_arrays(store: Any, path: str, schema: Schema, grown: Schema) -> None:
+    group = zarr.open_group(store, path=path, mode="r+")
+    group.attrs.update({"axes": grown.to_json()["axes"]})
+    for name in schema.spec.fields:
+        zarr.open_array(store, path=f"{path}/{name}").resize(grown.shape)
 
 
 def _writable(ref: RepoRef, branch: str) -> icechunk.Session:
@@ -309,21 +334,42 @@ def _writable(ref: RepoRef, branch: str) -> icechunk.Session:
         raise StoreError(msg) from err
 
 
-def _create_arrays(store: Any, path: str, schema: Schema, layout: Layout) -> None:
-    root = zarr.open_group(store, mode="a")
-    group = root.require_group(path)
-    group.attrs.update(_group_attrs(schema, layout))
-    names = schema.names
-    dims = names if all(names) else None
-    for name in schema.spec.fields:
-        group.create_array(
-            name,
-            shape=layout.shape,
-            chunks=layout.chunks,
-            dtype=schema.dtype,
-            fill_value=0,
-            dimension_names=dims,
-        )
+def _create_arrays(store: Any, new: Mapping[str, tuple[Schema, Layout]]) -> None:
+    """Create the groups and arrays of new histograms.
+
+    zarr writes the metadata documents into a memory store first, and they
+    are copied over: creating nodes one by one in an icechunk session costs
+    about 7 ms a histogram (existence checks of every parent), copying 0.4 ms.
+    Groups that exist already (the root, shared parents) are left as they are.
+    """
+
+    async def create() -> None:
+        mem = zarr.storage.MemoryStore()
+        root = await zarr.api.asynchronous.open_group(mem, mode="w", zarr_format=3)
+        for path, (schema, layout) in new.items():
+            attrs = _group_attrs(schema, layout)
+            group = await root.create_group(path, attributes=attrs)
+            names = schema.names
+            for name in schema.spec.fields:
+                await group.create_array(
+                    name,
+                    shape=layout.shape,
+                    chunks=layout.chunks,
+                    dtype=schema.dtype,
+                    fill_value=0,
+                    dimension_names=names if all(names) else None,
+                )
+        keys = sorted([k async for k in mem.list()], key=lambda k: k.count("/"))
+        proto = zarr.core.buffer.default_buffer_prototype()
+        for key in keys:
+            ours = any(key.startswith(f"{p}/") for p in new)
+            if not ours and await store.exists(key):
+                continue
+            doc = await mem.get(key, proto)
+            assert doc is not None
+            await store.set(key, doc)
+
+    zarr.core.sync.sync(create())
 
 
 # ------------------------------------------------------------------ commit ---

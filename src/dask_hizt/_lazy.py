@@ -1,0 +1,150 @@
+"""Run a fused fill task with its inputs made one at a time.
+
+When dask fuses element-wise work into a fill task (say 300 weight
+variations ``w * (1 + i / 1000)``), its executor computes every derived
+input before calling the fill, so a partition of 1e6 entries holds 300
+arrays of 8 MB at once. This executor runs the same fused subgraph, but
+makes each input when the fill first reads it and drops it after the last
+fill that reads it; intermediate results shared by several inputs (the
+partition's ``w``) are kept while some input still needs them.
+
+Only the fused-subgraph form of ``dask._task_spec`` is understood; anything
+else runs as dask would run it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dask._task_spec import GraphNode, Task, TaskRef, _execute_subgraph
+
+from ._fill import FillTask
+
+__all__ = ["FillBlock", "make_lazy"]
+
+Key = Hashable
+
+
+@dataclass(frozen=True)
+class FillBlock:
+    """A fill task as a blockwise function: the partition's inputs come as arguments."""
+
+    task: FillTask
+
+    def __call__(self, *inputs: Any) -> tuple[Any, ...]:
+        return self.task(inputs)
+
+
+def make_lazy(node: Any) -> Any:
+    """The fused fill task ``node`` as a task that makes its inputs lazily;
+    other nodes are returned unchanged."""
+    if isinstance(node, Task) and node.func is _execute_subgraph:
+        return Task(node.key, _run_lazily, *node.args)
+    return node
+
+
+def _run_lazily(
+    inner: Mapping[Key, GraphNode], outkey: Key, inkeys: tuple[Key, ...], *deps: Any
+) -> Any:
+    return _Level(inner, dict(zip(inkeys, deps, strict=True)), None, outkey).run()
+
+
+class _Level:
+    """One fused subgraph, evaluated on demand with reference counts.
+
+    ``given`` holds the values of the subgraph's external inputs; in a nested
+    subgraph, ``parent`` makes them on demand instead.
+    """
+
+    def __init__(
+        self,
+        dsk: Mapping[Key, GraphNode],
+        given: dict[Key, Any],
+        parent: tuple[_Level, dict[Key, Key]] | None,
+        outkey: Key,
+    ) -> None:
+        self.dsk = dsk
+        self.given = given
+        self.parent = parent
+        self.outkey = outkey
+        self.cache: dict[Key, Any] = {}
+        self.refs: dict[Key, int] = {}
+        for key, node in dsk.items():
+            if key != outkey:
+                for dep in node.dependencies:
+                    self.refs[dep] = self.refs.get(dep, 0) + 1
+
+    def demand(self, key: Key) -> None:
+        """Count one more future reader of ``key``."""
+        self.refs[key] = self.refs.get(key, 0) + 1
+
+    def get(self, key: Key) -> Any:
+        """The value of ``key``, made (with what it needs) if not cached."""
+        if key in self.cache:
+            return self.cache[key]
+        if key in self.given:
+            value = self.given[key]
+        elif key not in self.dsk:
+            assert self.parent is not None, f"unknown key {key!r}"
+            level, outer = self.parent
+            value = level.get(outer[key])
+        else:
+            node = self.dsk[key]
+            value = node({d: self.get(d) for d in node.dependencies})
+            for dep in node.dependencies:
+                self.release(dep)
+        self.cache[key] = value
+        return value
+
+    def release(self, key: Key) -> None:
+        """One reader of ``key`` is done; drop it when none is left."""
+        self.refs[key] -= 1
+        if self.refs[key] > 0:
+            return
+        self.cache.pop(key, None)
+        self.given.pop(key, None)
+        if self.parent is not None and key not in self.dsk:
+            level, outer = self.parent
+            level.release(outer[key])
+
+    def run(self) -> Any:
+        node = self.dsk[self.outkey]
+        if not isinstance(node, Task):
+            return self.get(self.outkey)
+        if node.func is _execute_subgraph:
+            inner, outkey, inkeys, *deps = node.args
+            outer: dict[Key, Key] = {}
+            for k, d in zip(inkeys, deps, strict=True):
+                if not isinstance(d, TaskRef):
+                    return self.get(self.outkey)
+                outer[k] = d.key
+                self.demand(d.key)
+            return _Level(inner, {}, (self, outer), outkey).run()
+        block = node.func
+        if not isinstance(block, FillBlock) or node.kwargs:
+            return self.get(self.outkey)
+        if not all(isinstance(a, TaskRef) for a in node.args):
+            return self.get(self.outkey)
+        slots = [a.key for a in node.args]
+        for key in slots:
+            self.demand(key)
+        return block.task(_Inputs(self, slots))
+
+
+class _Inputs:
+    """A fill task's inputs, made on first read and dropped on release."""
+
+    def __init__(self, level: _Level, slots: list[Key]) -> None:
+        self.level = level
+        self.slots = slots
+
+    def __getitem__(self, i: int) -> Any:
+        return self.level.get(self.slots[i])
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def release(self, i: int) -> None:
+        self.level.release(self.slots[i])
