@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import weakref
+
 import dask
 import dask.array as da
 import dask.dataframe as dd
@@ -229,3 +231,43 @@ def test_compute_without_fills_commits_nothing_new(repo_path: Path) -> None:
         (),
         (),
     ]  # created, then the empty fill
+
+
+class _Live:
+    """Counts the derived weight arrays alive at once."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.peak = 0
+
+    def make(self, block: np.ndarray, factor: float) -> np.ndarray:
+        out = block * factor
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        weakref.finalize(out, self._gone)
+        return out
+
+    def _gone(self) -> None:
+        self.now -= 1
+
+
+def test_fused_fill_makes_derived_inputs_one_at_a_time(repo_path: Path) -> None:
+    """20 weight variations fused into the fill task are not all held at once."""
+    rng = np.random.default_rng(7)
+    # integer weights times factors exact in binary: sums are exact in any order
+    xs, ws = rng.uniform(0, 1, 4_000), rng.integers(1, 4, 4_000).astype(float)
+    x, w = da.from_array(xs, chunks=1_000), da.from_array(ws, chunks=1_000)
+    axis = hist.axis.Regular(10, 0, 1, name="x")
+    live = _Live()
+    hists, expected = [], []
+    for i in range(20):
+        factor = 1 + i / 8
+        h = dh.Hist(axis, store=repo_path, path=f"h{i}")
+        h.fill(x=x, weight=w.map_blocks(live.make, factor, meta=np.array([])))
+        hists.append(h)
+        expected.append(hist.Hist(axis).fill(xs, weight=ws * factor))
+    stored = dh.compute(*hists, scheduler="sync")
+    for s, e in zip(stored, expected, strict=True):
+        assert_hist_equal(s, e)
+    assert live.now == 0
+    assert live.peak <= 2  # all 20 when the fused task made every input first

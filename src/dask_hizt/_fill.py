@@ -246,7 +246,7 @@ def _fill_dense(
     schema: Schema, layout: Layout, values: list[Any], weight: Any, sample: Any
 ) -> Partial:
     """Many entries per bin: boost-histogram's own fill, reordered into keys."""
-    h = schema.empty_hist()
+    h = schema.empty_boost()
     h.fill(*values, weight=weight, sample=sample)
     view: Any = h.view(flow=True)
     fields = schema.spec.fields
@@ -263,7 +263,7 @@ def _fill_sparse(
     algebra = for_storage(schema.spec.uhi_type)
     indices: list[npt.NDArray[np.intp]] = []
     mask: npt.NDArray[np.bool_] | None = None
-    for axis, ax_spec, v in zip(schema.hist_axes(), schema.axes, values, strict=True):
+    for axis, ax_spec, v in zip(schema.shared_axes, schema.axes, values, strict=True):
         if isinstance(v, np.ndarray):
             idx, ok = _axis_indices(axis, ax_spec, v)
         else:

@@ -8,6 +8,7 @@ UHI-aware reader can interpret the arrays next to it.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -313,6 +314,17 @@ class Schema:
     def hist_axes(self) -> tuple[Any, ...]:
         """Fresh ``hist`` axis objects."""
         return tuple(axis_from_dict(a) for a in self.axes)
+
+    @functools.cached_property
+    def shared_axes(self) -> tuple[Any, ...]:
+        """Axis objects made once, for read-only use (fill tasks make many
+        histograms of one schema, and building axes costs more than filling
+        a small partition)."""
+        return self.hist_axes()
+
+    def empty_boost(self) -> bh.Histogram[Any]:
+        """An empty ``boost_histogram.Histogram``: cheaper to make than a ``hist.Hist``."""
+        return bh.Histogram(*self.shared_axes, storage=self.storage())
 
     def empty_hist(self) -> hist.Hist:  # type: ignore[type-arg]
         """An empty ``hist.Hist`` with these axes and this storage."""

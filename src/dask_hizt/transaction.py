@@ -344,23 +344,34 @@ def _create_arrays(store: Any, new: Mapping[str, tuple[Schema, Layout]]) -> None
     """
 
     async def create() -> None:
+        proto = zarr.core.buffer.default_buffer_prototype()
         mem = zarr.storage.MemoryStore()
         root = await zarr.api.asynchronous.open_group(mem, mode="w", zarr_format=3)
+        # Array documents depend only on shape, chunks, dtype and dimension
+        # names: histograms of one kind share them.
+        scratch = await zarr.api.asynchronous.open_group(
+            zarr.storage.MemoryStore(), mode="w", zarr_format=3
+        )
+        array_docs: dict[Any, Any] = {}
         for path, (schema, layout) in new.items():
-            attrs = _group_attrs(schema, layout)
-            group = await root.create_group(path, attributes=attrs)
+            await root.create_group(path, attributes=_group_attrs(schema, layout))
             names = schema.names
-            for name in schema.spec.fields:
-                await group.create_array(
-                    name,
+            kind = (layout.shape, layout.chunks, schema.dtype.str, names)
+            if kind not in array_docs:
+                array = await scratch.create_array(
+                    str(len(array_docs)),
                     shape=layout.shape,
                     chunks=layout.chunks,
                     dtype=schema.dtype,
                     fill_value=0,
                     dimension_names=names if all(names) else None,
                 )
+                array_docs[kind] = await array.store_path.store.get(
+                    f"{array.path}/zarr.json", proto
+                )
+            for name in schema.spec.fields:
+                await mem.set(f"{path}/{name}/zarr.json", array_docs[kind])
         keys = sorted([k async for k in mem.list()], key=lambda k: k.count("/"))
-        proto = zarr.core.buffer.default_buffer_prototype()
         for key in keys:
             ours = any(key.startswith(f"{p}/") for p in new)
             if not ours and await store.exists(key):
