@@ -56,7 +56,7 @@ def assert_landed(
     """The compute added exactly one fill commit, ``stored``'s snapshot, on top
     of ``before`` (snapshot ids, newest first), and before it the commit that
     created the histogram ``created``, if it was new."""
-    now = [s for s in repo.ancestry(branch="main")]
+    now = list(repo.ancestry(branch="main"))
     new = now[: len(now) - len(before)]
     assert [s.id for s in now[len(new) :]] == before
     assert [s.id for s in new[:1]] == [stored.snapshot_id]

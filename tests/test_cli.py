@@ -27,7 +27,16 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_demo_fills_on_a_local_cluster_and_prints_history(tmp_path: Path) -> None:
-    result = _run("demo", "--events", "40000", "--partitions", "4", "--store", "demo.icechunk", cwd=tmp_path)
+    result = _run(
+        "demo",
+        "--events",
+        "40000",
+        "--partitions",
+        "4",
+        "--store",
+        "demo.icechunk",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert "pt of DY, summed over eta" in result.stdout
     assert "dask_hizt: fill demo/pt_eta from 4 partitions" in result.stdout
@@ -39,8 +48,12 @@ def test_demo_fills_on_a_local_cluster_and_prints_history(tmp_path: Path) -> Non
         df = _demo_partition(i, 10_000)
         expected.fill(dataset=df.dataset, pt=df.pt, eta=df.eta, weight=df.weight)  # type: ignore[attr-defined]
     got = stored.to_hist()
-    np.testing.assert_allclose(got.values(flow=True), expected.values(flow=True), rtol=1e-12)
-    np.testing.assert_allclose(got.variances(flow=True), expected.variances(flow=True), rtol=1e-12)
+    np.testing.assert_allclose(
+        got.values(flow=True), expected.values(flow=True), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        got.variances(flow=True), expected.variances(flow=True), rtol=1e-12
+    )
     assert list(got.axes[0]) == list(DATASETS)
 
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import weakref
+from pathlib import Path
 
 import dask
 import dask.array as da
@@ -192,8 +191,15 @@ def test_untouched_chunks_are_not_written(repo_path: Path) -> None:
 
 
 def test_small_histograms_group_categories_into_one_chunk(repo_path: Path) -> None:
-    axes = (hist.axis.StrCategory(["a", "b", "c"], name="c"), hist.axis.Regular(50, 0, 1, name="x"))
-    stored = dh.Hist(*axes, store=repo_path, path="h").fill(c="a", x=np.linspace(0, 1, 100)).compute()
+    axes = (
+        hist.axis.StrCategory(["a", "b", "c"], name="c"),
+        hist.axis.Regular(50, 0, 1, name="x"),
+    )
+    stored = (
+        dh.Hist(*axes, store=repo_path, path="h")
+        .fill(c="a", x=np.linspace(0, 1, 100))
+        .compute()
+    )
     assert stored.layout.chunks == (4, 52)  # all of it: 1.6 KiB, far below a chunk
 
 
