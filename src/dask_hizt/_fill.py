@@ -108,25 +108,87 @@ class FillTask:
         release = getattr(inputs, "release", None)
         readers = [_slots(spec) for _, spec in self.fills]
         left = Counter(i for slots in readers for i in slots)
+        if _on_typetracers(inputs, left):
+            return self._mock(inputs, left)
+        flat: dict[frozenset[int], Inputs] = {}
         for (t, spec), slots in zip(self.fills, readers, strict=True):
             target = self.targets[t]
-            part = _one_fill(target.schema, target.layout, spec, inputs, partition)
+            key = frozenset(slots)
+            if key not in flat:
+                flat[key] = _flatten_awkward(inputs, slots, partition)
+            data = flat[key]
+            part = _one_fill(target.schema, target.layout, spec, data, partition)
             per_space[target.space].append(part.shifted(target.offset))
             for i in slots:
                 left[i] -= 1
                 if release is not None and left[i] == 0:
                     release(i)
-        out = []
-        for space, (parts, n_keys) in enumerate(
-            zip(per_space, self.space_sizes, strict=True)
-        ):
-            if parts:
-                out.append(combine(parts, 0, n_keys))
-            else:
-                schema = next(t.schema for t in self.targets if t.space == space)
-                dtypes = [schema.dtype] * len(schema.spec.fields)
-                out.append(empty(0, n_keys, dtypes, for_storage(schema.spec.uhi_type)))
-        return tuple(out)
+        return tuple(
+            combine(parts, 0, n_keys) if parts else self._empty(space, n_keys)
+            for space, (parts, n_keys) in enumerate(
+                zip(per_space, self.space_sizes, strict=True)
+            )
+        )
+
+    def _mock(self, inputs: Inputs, used: Mapping[int, int]) -> tuple[Partial, ...]:
+        """dask-awkward's optimizer runs partition 0 on typetracers to learn
+        which columns are needed: touch what the fills read, fill nothing."""
+        from awkward.typetracer import touch_data  # noqa: PLC0415 - optional
+
+        for i in used:
+            touch_data(inputs[i])
+        return tuple(self._empty(space, n) for space, n in enumerate(self.space_sizes))
+
+    def _empty(self, space: int, n_keys: int) -> Partial:
+        schema = next(t.schema for t in self.targets if t.space == space)
+        dtypes = [schema.dtype] * len(schema.spec.fields)
+        return empty(0, n_keys, dtypes, for_storage(schema.spec.uhi_type))
+
+
+def _is_awkward(x: Any) -> bool:
+    return type(x).__module__.startswith("awkward")
+
+
+def _on_typetracers(inputs: Inputs, used: Mapping[int, int]) -> bool:
+    first = next(iter(used), None)
+    if first is None or not _is_awkward(inputs[first]):
+        return False
+    import awkward as ak  # noqa: PLC0415 - optional dependency
+
+    return bool(ak.backend(inputs[first]) == "typetracer")
+
+
+class _Flat:
+    """A fill's awkward inputs broadcast against each other and flattened."""
+
+    def __init__(self, inputs: Inputs, flat: Mapping[int, Any]) -> None:
+        self.inputs = inputs
+        self.flat = flat
+
+    def __getitem__(self, i: int, /) -> Any:
+        return self.flat[i] if i in self.flat else self.inputs[i]
+
+
+def _flatten_awkward(inputs: Inputs, slots: set[int], partition: str) -> Inputs:
+    """Jagged arguments are flattened, and per-event ones (a weight) repeated
+    for each of their entries, as ``ak.flatten(ak.broadcast_arrays(...))``."""
+    found = {i: inputs[i] for i in sorted(slots) if _is_awkward(inputs[i])}
+    if not found:
+        return inputs
+    import awkward as ak  # noqa: PLC0415 - optional dependency
+
+    arrays = list(found.values())
+    if any(a.ndim > 1 for a in arrays):
+        try:
+            arrays = ak.broadcast_arrays(*arrays)
+        except ValueError as err:
+            msg = f"jagged fill arguments do not broadcast against each other in partition {partition}: {err}"
+            raise FillError(msg) from err
+        arrays = [ak.flatten(a, axis=None) for a in arrays]
+    return _Flat(
+        inputs,
+        {i: ak.to_numpy(a) for i, a in zip(found, arrays, strict=True)},
+    )
 
 
 def _slots(spec: FillSpec) -> set[int]:

@@ -39,6 +39,7 @@ from .transaction import RepoRef, commit_forks
 __all__ = [
     "Commit",
     "FillBlock",
+    "StoreLayer",
     "compute_graph",
     "fill_layer",
     "optimize",
@@ -131,6 +132,20 @@ def route_and_write(
         ranges, nodes, n_groups = new_ranges, dict(new_nodes), new_groups
 
 
+def is_awkward(coll: Any) -> bool:
+    """Whether ``coll`` is a dask-awkward array (without importing dask-awkward)."""
+    return type(coll).__module__.startswith("dask_awkward") and hasattr(
+        coll, "npartitions"
+    )
+
+
+def awkward_optimize() -> Any:
+    """dask-awkward's optimizer: the very object its arrays use."""
+    from dask_awkward.lib.core import Array  # noqa: PLC0415 - optional dependency
+
+    return Array.__dask_optimize__
+
+
 def fill_layer(
     name: str,
     task: FillTask,
@@ -158,7 +173,13 @@ def fill_layer(
     # fused task each anyway.
     arrays = all(isinstance(c, da.Array) for c in inputs)
     layer: Any
-    if names and aligned and arrays:
+    if inputs and all(is_awkward(c) for c in inputs):
+        # dask-awkward's own layer: mockable, so that its optimizer can run
+        # partition 0 on typetracers to find the columns the fills touch.
+        from dask_awkward.lib.core import partitionwise_layer  # noqa: PLC0415
+
+        layer = partitionwise_layer(FillBlock(task), name, *inputs)
+    elif names and aligned and arrays:
         layer = blockwise(
             FillBlock(task),
             name,
@@ -183,6 +204,31 @@ def optimize(dsk: HighLevelGraph, keys: Sequence[Key]) -> HighLevelGraph:
                 annotations=layer.annotations,
             )
     return HighLevelGraph(layers, dict(fused.dependencies))
+
+
+class StoreLayer(MaterializedLayer):
+    """The routing, owner and commit tasks of a compute.
+
+    dask-awkward's optimizer runs partition 0 of the whole graph on
+    typetracers to learn which columns are read; :meth:`mock` stands in for
+    this layer then, so that nothing is routed, written or committed.
+    """
+
+    def __init__(
+        self, mapping: dict[Key, Any], fill_names: Sequence[str], outputs: Sequence[Key]
+    ) -> None:
+        super().__init__(mapping)
+        self.fill_names = tuple(fill_names)
+        self.outputs = tuple(outputs)
+
+    def mock(self) -> MaterializedLayer:
+        """Each output waits for partition 0 of every fill layer, and does nothing."""
+        zero = [(f, 0) for f in self.fill_names]
+        return MaterializedLayer(dict.fromkeys(self.outputs, (_mocked, zero)))
+
+
+def _mocked(parts: Any) -> None:
+    del parts
 
 
 def compute_graph(

@@ -18,12 +18,13 @@ import dask
 import dask.array as da
 import numpy as np
 from dask.core import flatten
-from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+from dask.delayed import delayed
+from dask.highlevelgraph import HighLevelGraph
 from dask.utils import parse_bytes
 
 from . import __version__
 from ._fill import Arg, FillSpec, FillTask, Target
-from ._graph import Commit, compute_graph, fill_layer
+from ._graph import Commit, StoreLayer, compute_graph, fill_layer, is_awkward
 from ._writer import Owner, Segment
 from .errors import FillError
 from .schema import Schema, growing
@@ -182,13 +183,12 @@ def plan(hists: Sequence[Hist], name: str, token: str) -> Plan:
     for fg in fill_graphs:
         layers.update(fg.layers)
         dependencies.update(fg.dependencies)
-    layers[name] = MaterializedLayer(dsk)
-    dependencies[name] = {
-        fg_name
-        for fg in fill_graphs
-        for fg_name in fg.layers
-        if fg_name.startswith("hizt-fill-")
-    }
+    fill_names = [
+        n for fg in fill_graphs for n in fg.layers if n.startswith("hizt-fill-")
+    ]
+    outputs = [(name, i) for i in range(len(refs))]
+    layers[name] = StoreLayer(dsk, fill_names, outputs)
+    dependencies[name] = set(fill_names)
     graph = HighLevelGraph(layers, dependencies)
     output_of = [repos[_repo_id(h._ref, h._branch)] for h in hists]
     return Plan(graph, [(name, i) for i in range(len(refs))], output_of)
@@ -247,7 +247,7 @@ def _inputs(sources: Sequence[Any]) -> list[tuple[list[Key], str | None, Any]]:
     located: list[tuple[list[Key], str | None, Any] | None] = [None] * len(sources)
     frames: dict[int, list[int]] = {}
     for i, c in enumerate(sources):
-        if isinstance(c, da.Array):
+        if isinstance(c, da.Array) or is_awkward(c):
             located[i] = (list(flatten(c.__dask_keys__())), None, c)
         else:
             frames.setdefault(c.npartitions, []).append(i)
@@ -273,7 +273,18 @@ def _inputs(sources: Sequence[Any]) -> list[tuple[list[Key], str | None, Any]]:
 
 
 def _unique(coll: Any) -> Any:
-    return da.unique(coll) if isinstance(coll, da.Array) else coll.unique()
+    if isinstance(coll, da.Array):
+        return da.unique(coll)
+    if is_awkward(coll):
+        parts = [delayed(_unique_awkward)(p) for p in coll.to_delayed()]
+        return delayed(np.unique)(delayed(np.concatenate)(parts))
+    return coll.unique()
+
+
+def _unique_awkward(part: Any) -> Any:
+    import awkward as ak  # noqa: PLC0415 - optional dependency
+
+    return np.unique(ak.to_numpy(ak.flatten(part, axis=None)))
 
 
 def _check_category_values(axis: Mapping[str, Any], values: set[Any]) -> None:

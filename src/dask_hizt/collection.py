@@ -25,7 +25,7 @@ from dask.base import DaskMethodsMixin, is_dask_collection, tokenize
 from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph
 
-from ._graph import optimize
+from ._graph import awkward_optimize, is_awkward, optimize
 from ._plan import Plan, plan, prepare
 from .errors import FillError
 from .schema import Schema
@@ -82,6 +82,8 @@ def _source(value: Any, what: str) -> _Source:
                 msg = f"{what}: dask arrays must be one-dimensional, got ndim={value.ndim}"
                 raise FillError(msg)
             return _Source(collection=value)
+        if is_awkward(value):
+            return _Source(collection=value)
         if hasattr(value, "npartitions") and hasattr(value, "optimize"):
             if getattr(value, "ndim", 1) != 1:
                 msg = f"{what}: pass one column (a Series), not a DataFrame"
@@ -132,19 +134,73 @@ class _Computes(DaskMethodsMixin):
     def __dask_tokenize__(self) -> str:
         return self._plan()[0]
 
+    __dask_scheduler__ = staticmethod(dask.threaded.get)
+
+    @property
+    def __dask_optimize__(self) -> Any:
+        """dask-awkward's own optimizer when a fill reads dask-awkward arrays
+        (dask optimizes collections together only when they share the
+        optimizer object, and dask-awkward projects columns over all of them);
+        otherwise ours."""
+        if any(
+            is_awkward(s.collection)
+            for h in self._hists()
+            for f in h._fills
+            for s in f.sources()
+        ):
+            return awkward_optimize()
+        return _optimize
+
     def __dask_postpersist__(self) -> tuple[Any, tuple[Any, ...]]:
-        msg = f"persist() is not supported: compute() a {type(self).__name__}, which stores it"
-        raise NotImplementedError(msg)
+        return _Rebuilt.rebuild, (self,)
+
+
+def _optimize(dsk: Any, keys: Any, **kwargs: Any) -> Any:
+    """Fuse element-wise work on the inputs into the fill tasks, made lazily."""
+    del kwargs
+    if not isinstance(dsk, HighLevelGraph):
+        return dsk
+    return optimize(dsk, list(flatten(keys)) if isinstance(keys, list) else [keys])
+
+
+class _Rebuilt(DaskMethodsMixin):
+    """A compute whose graph was already optimized (``dask.optimize``)."""
+
+    def __init__(self, graph: Any, of: _Computes) -> None:
+        self._graph = graph
+        self._of = of
+
+    @classmethod
+    def rebuild(cls, dsk: Any, of: _Computes, *, rename: Any = None) -> _Rebuilt:
+        if rename:
+            msg = "dask_hizt computes cannot be renamed"
+            raise NotImplementedError(msg)
+        return cls(dsk, of)
+
+    def __dask_graph__(self) -> Any:
+        return self._graph
+
+    def __dask_keys__(self) -> list[Key]:
+        return self._of.__dask_keys__()
+
+    def __dask_layers__(self) -> tuple[str, ...]:
+        return self._of.__dask_layers__()
+
+    def __dask_tokenize__(self) -> str:
+        return self._of.__dask_tokenize__()
+
+    def __dask_postcompute__(self) -> tuple[Any, tuple[Any, ...]]:
+        return self._of.__dask_postcompute__()  # type: ignore[attr-defined,no-any-return]
+
+    def __dask_postpersist__(self) -> tuple[Any, tuple[Any, ...]]:
+        return _Rebuilt.rebuild, (self._of,)
 
     __dask_scheduler__ = staticmethod(dask.threaded.get)
 
     @staticmethod
     def __dask_optimize__(dsk: Any, keys: Any, **kwargs: Any) -> Any:
-        """Fuse element-wise work on the inputs into the fill tasks, made lazily."""
-        del kwargs
-        if not isinstance(dsk, HighLevelGraph):
-            return dsk
-        return optimize(dsk, list(flatten(keys)) if isinstance(keys, list) else [keys])
+        del keys, kwargs
+        return dsk
 
 
 class Hist(_Computes):

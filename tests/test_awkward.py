@@ -1,0 +1,157 @@
+"""dask-awkward inputs: jagged fills, column projection, no writes in the mock pass.
+
+dask-awkward >= 2025.9 needs dask < 2025.4, so these run on stack B (see the
+README); on stack A they are skipped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dask
+import hist
+import icechunk
+import numpy as np
+import pytest
+from conftest import assert_hist_equal
+
+import dask_hizt as dh
+
+ak = pytest.importorskip("awkward")
+dak = pytest.importorskip("dask_awkward", minversion="2025.9")
+
+AXES = (
+    hist.axis.StrCategory(["DY", "TT"], name="dataset"),
+    hist.axis.Regular(20, 0, 100, name="pt"),
+)
+
+
+def _events(tmp_path: Path, n: int = 4_000, seed: int = 1) -> tuple[Any, Any]:
+    """A parquet file of events with jagged muons, and the same data in memory."""
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(0, 4, n)
+    total = int(counts.sum())
+    data = ak.Array(
+        {
+            "Muon": ak.zip(
+                {
+                    "pt": ak.unflatten(rng.exponential(30, total), counts),
+                    "eta": ak.unflatten(rng.normal(0, 2, total), counts),
+                }
+            ),
+            # weights exact in binary: sums are exact in any order
+            "w": rng.choice([0.5, 1.0, 2.0], n),
+            "unused": rng.normal(0, 1, n),
+        }
+    )
+    path = tmp_path / "events.parquet"
+    ak.to_parquet(data, path, row_group_size=n // 4)
+    return dak.from_parquet(str(path), split_row_groups=True), data
+
+
+def _messages(repo_path: Path) -> list[str]:
+    repo = icechunk.Repository.open(icechunk.local_filesystem_storage(str(repo_path)))
+    return [s.message for s in repo.ancestry(branch="main")]
+
+
+def test_jagged_fill_flattens_and_broadcasts_weights(
+    tmp_path: Path, repo_path: Path
+) -> None:
+    events, data = _events(tmp_path)
+    assert events.npartitions == 4
+    h = dh.Hist(*AXES, storage=hist.storage.Weight(), store=repo_path, path="pt")
+    h.fill(dataset="DY", pt=events.Muon.pt, weight=events.w)
+    h.fill(dataset="TT", pt=events.Muon.pt[:, :1])  # leading muon, unweighted
+    stored = h.compute()
+    pt = data.Muon.pt
+    expected = hist.Hist(*AXES, storage=hist.storage.Weight())
+    expected.fill(
+        dataset="DY",
+        pt=ak.flatten(pt),
+        weight=ak.flatten(ak.broadcast_arrays(data.w, pt)[0]),
+    )
+    expected.fill(dataset="TT", pt=ak.flatten(pt[:, :1]))
+    assert_hist_equal(stored, expected)
+
+
+def test_flat_and_growing_fill_from_awkward(tmp_path: Path, repo_path: Path) -> None:
+    events, data = _events(tmp_path, seed=2)
+    axes = (
+        hist.axis.IntCategory([], growth=True, name="nmu"),
+        hist.axis.Regular(10, -5, 5, name="eta"),
+    )
+    nmu = dak.num(events.Muon.pt, axis=1)
+    lead_eta = ak.fill_none(ak.firsts(events.Muon.eta), -9.0)
+    h = dh.Hist(*axes, storage=hist.storage.Int64(), store=repo_path, path="eta")
+    stored = h.fill(nmu=nmu, eta=lead_eta).compute()
+    expected = hist.Hist(
+        hist.axis.IntCategory(sorted(set(ak.num(data.Muon.pt).tolist())), name="nmu"),
+        axes[1],
+        storage=hist.storage.Int64(),
+    )
+    expected.fill(
+        nmu=ak.num(data.Muon.pt), eta=ak.fill_none(ak.firsts(data.Muon.eta), -9.0)
+    )
+    got = stored.to_hist()
+    assert list(got.axes[0]) == list(expected.axes[0])
+    # the eager axis has an overflow bin (no growth); compare the categories' bins
+    assert np.array_equal(got.view(flow=True), expected.view(flow=True)[:-1])
+
+
+def test_only_the_columns_filled_are_read(tmp_path: Path, repo_path: Path) -> None:
+    events, _ = _events(tmp_path)
+    h = dh.Hist(*AXES, storage=hist.storage.Weight(), store=repo_path, path="pt")
+    h.fill(dataset="DY", pt=events.Muon.pt, weight=events.w)
+    (columns,) = dak.report_necessary_columns(h).values()
+    assert columns == frozenset({"Muon.pt", "w"})
+
+
+def test_the_mock_pass_writes_nothing(tmp_path: Path, repo_path: Path) -> None:
+    """dask-awkward's optimizer runs partition 0 of the graph on typetracers."""
+    events, _ = _events(tmp_path)
+    h = dh.Hist(*AXES, storage=hist.storage.Weight(), store=repo_path, path="pt")
+    h.fill(dataset="DY", pt=events.Muon.pt, weight=events.w)
+    h.__dask_graph__()  # plans the compute: the histogram is created now
+    before = _messages(repo_path)
+    dak.report_necessary_columns(h)
+    dask.optimize(h)
+    assert _messages(repo_path) == before
+    assert not dh.open(repo_path, "pt").values(flow=True).any()
+
+
+def test_computed_with_other_awkward_outputs_reads_each_partition_once(
+    tmp_path: Path, repo_path: Path
+) -> None:
+    events, data = _events(tmp_path, seed=3)
+    h = dh.Hist(*AXES, storage=hist.storage.Weight(), store=repo_path, path="pt")
+    h.fill(dataset="DY", pt=events.Muon.pt, weight=events.w)
+    n_muons = ak.sum(dak.num(events.Muon.eta, axis=1))
+    # one optimizer for both: one graph, one read task per partition
+    assert h.__dask_optimize__ is n_muons.__dask_optimize__
+    graph = dask.base.collections_to_dsk([h, n_muons], optimize_graph=True)
+    reads = [
+        k
+        for k in graph
+        if str(k[0] if isinstance(k, tuple) else k).startswith("from-parquet")
+    ]
+    assert len(reads) == events.npartitions
+    stored, total = dask.compute(h, n_muons)
+    assert total == ak.sum(ak.num(data.Muon.eta))
+    expected = hist.Hist(*AXES, storage=hist.storage.Weight()).fill(
+        dataset="DY",
+        pt=ak.flatten(data.Muon.pt),
+        weight=ak.flatten(ak.broadcast_arrays(data.w, data.Muon.pt)[0]),
+    )
+    assert_hist_equal(stored, expected)
+
+
+def test_jagged_arguments_that_do_not_line_up(tmp_path: Path, repo_path: Path) -> None:
+    events, _ = _events(tmp_path)
+    h = dh.Hist(*AXES, store=repo_path, path="pt")
+    bad = events.Muon.pt[:, :1]
+    h.fill(dataset="DY", pt=events.Muon.pt, weight=bad)
+    before = _messages(repo_path)
+    with pytest.raises(dh.FillError, match="do not broadcast"):
+        h.compute()
+    assert _messages(repo_path)[-len(before) :] == before
