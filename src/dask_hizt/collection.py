@@ -402,13 +402,51 @@ class HistSet(_Computes):
         return _finalize_set, (targets, self._plan()[1].output_of)
 
 
-def compute(*hists: Hist, **kwargs: Any) -> list[StoredHist]:
-    """Compute histograms together (one pass over the inputs, one commit per repository).
+def compute(*args: Any, **kwargs: Any) -> tuple[Any, ...]:
+    """Compute like ``dask.compute``, with every :class:`Hist` found in
+    ``args`` (also inside dicts, lists and tuples, as a coffea processor's
+    output) computed together: one pass over the inputs and ONE commit per
+    repository, however many objects name the same histogram.
 
-    Keyword arguments go to ``dask.compute`` (e.g. ``scheduler=``).
+    Other dask collections in ``args`` are computed in the same graph, so an
+    input partition is read once for all of them. Each ``Hist`` comes back
+    as a :class:`~dask_hizt.stored.StoredHist`.
+
+    Examples
+    --------
+    >>> out, report = dh.compute(out, report)  # doctest: +SKIP
     """
-    (stored,) = dask.base.compute(HistSet(hists), **kwargs)
-    return list(stored)
+    found: list[Hist] = []
+
+    def pull(obj: Any) -> Any:
+        if isinstance(obj, Hist):
+            found.append(obj)
+            return _Slot(len(found) - 1)
+        if isinstance(obj, dict):
+            return {k: pull(v) for k, v in obj.items()}
+        if isinstance(obj, list | tuple):
+            return type(obj)(pull(v) for v in obj)
+        return obj
+
+    def put(obj: Any, stored: Sequence[StoredHist]) -> Any:
+        if isinstance(obj, _Slot):
+            return stored[obj.index]
+        if isinstance(obj, dict):
+            return {k: put(v, stored) for k, v in obj.items()}
+        if isinstance(obj, list | tuple):
+            return type(obj)(put(v, stored) for v in obj)
+        return obj
+
+    rest = [pull(a) for a in args]
+    if not found:
+        return tuple(dask.base.compute(*args, **kwargs))
+    stored, *results = dask.base.compute(HistSet(found), *rest, **kwargs)
+    return tuple(put(r, stored) for r in results)
+
+
+@dataclass(frozen=True)
+class _Slot:
+    index: int
 
 
 def _fill_token(fill: _Fill) -> str:

@@ -1,0 +1,159 @@
+"""The coffea acceptance run: apply_to_fileset on NanoAOD-like files, on a
+LocalCluster with processes, next to hist.dask and a dask-awkward scalar.
+
+Needs coffea with dask-awkward >= 2025.9 (stack B, see the README); skipped
+on stack A.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hist
+import icechunk
+import numpy as np
+import pytest
+from nanoaod import (  # noqa: F401 - fixtures
+    ReadLog,
+    eager_reference,
+    fileset,
+    muon_pt_hist,
+    nanoaod_files,
+    nanoaod_schema,
+    steps_of,
+)
+
+import dask_hizt as dh
+
+pytest.importorskip("dask_awkward", minversion="2025.9")
+pytest.importorskip("coffea")
+ak = pytest.importorskip("awkward")
+uproot = pytest.importorskip("uproot")
+
+PT = hist.axis.Regular(40, 5, 105, name="pt")
+ETA = hist.axis.Regular(24, -2.4, 2.4, name="eta")
+
+
+def processor(repo: Path) -> Any:
+    """What a coffea user writes, with dask_hizt histograms in the output."""
+
+    def process(events: Any) -> dict[str, Any]:
+        import dask_awkward as dak
+        import hist.dask
+
+        dataset = events.metadata["dataset"]
+        muons, weight = events.Muon, events.genWeight
+        grows = hist.axis.StrCategory([], growth=True, name="dataset")
+        kw: dict[str, Any] = {"storage": hist.storage.Weight(), "store": repo}
+        pt = dh.Hist(grows, PT, path="muon/pt", **kw)
+        pt.fill(dataset=dataset, pt=muons.pt, weight=weight)  # jagged, weight broadcast
+        eta = dh.Hist(grows, ETA, path="muon/eta", **kw)
+        eta.fill(dataset=dataset, eta=muons.eta, weight=weight)
+        count = dh.Hist(
+            hist.axis.Integer(0, 5, name="n"),
+            storage=hist.storage.Int64(),
+            store=repo,
+            path=f"nmuon/{dataset}",
+        ).fill(n=dak.num(muons.pt, axis=1))
+        # the same muon pt with hist.dask, for comparison
+        hd = hist.dask.Hist(
+            hist.axis.StrCategory(["DYJets", "TTbar"], name="dataset"),
+            PT,
+            storage=hist.storage.Weight(),
+        )
+        w = dak.broadcast_arrays(weight, muons.pt)[0]
+        hd.fill(dataset=dataset, pt=dak.flatten(muons.pt), weight=dak.flatten(w))
+        return {
+            "pt": pt,
+            "eta": eta,
+            "nmuon": count,
+            "hist_dask": hd,
+            "sumw": dak.sum(weight),
+        }
+
+    return process
+
+
+def _eager(files: dict[str, Path]) -> dict[str, Any]:
+    """The same histograms filled eagerly from the files with uproot and hist."""
+    eta = hist.Hist(
+        hist.axis.StrCategory(list(files), name="dataset"),
+        ETA,
+        storage=hist.storage.Weight(),
+    )
+    counts, sumw = {}, {}
+    for name, path in files.items():
+        with uproot.open(path) as f:
+            arr = f["Events"].arrays(["Muon_eta", "Muon_pt", "genWeight"])
+        e, w = ak.broadcast_arrays(arr.Muon_eta, arr.genWeight)
+        eta.fill(dataset=name, eta=ak.flatten(e), weight=ak.flatten(w))
+        counts[name] = hist.Hist(
+            hist.axis.Integer(0, 5, name="n"), storage=hist.storage.Int64()
+        ).fill(n=ak.num(arr.Muon_pt))
+        sumw[name] = float(ak.sum(arr.genWeight))
+    return {"pt": eager_reference(files, PT), "eta": eta, "nmuon": counts, "sumw": sumw}
+
+
+def _same_growing(stored: Any, expected: hist.Hist) -> None:
+    """A growing dataset axis (no overflow bin) against a fixed one: same
+    categories, same bins; the fixed axis' overflow stays empty."""
+    got = stored.to_hist()
+    assert list(got.axes[0]) == list(expected.axes[0])
+    assert got.axes[1:] == expected.axes[1:]
+    gv, ev = got.view(flow=True), expected.view(flow=True)
+    for field in ("value", "variance"):
+        assert np.array_equal(gv[field], ev[field][:-1])
+        assert not ev[field][-1].any()
+
+
+def test_apply_to_fileset_one_read_one_commit_exact(
+    client: Any, tmp_path: Path, nanoaod_files: dict[str, Path], nanoaod_schema: Any
+) -> None:
+    from coffea.dataset_tools import apply_to_fileset, preprocess
+
+    repo = tmp_path / "repo.icechunk"
+    available, _ = preprocess(fileset(nanoaod_files), step_size=10_000)
+    out, report = apply_to_fileset(
+        processor(repo),
+        available,
+        schemaclass=nanoaod_schema,
+        uproot_options={"allow_read_errors_with_report": True},
+    )
+    log = ReadLog(tmp_path / "reads.jsonl")
+    with log.on(client):
+        out, report = dh.compute(out, report)
+
+    # every partition read once, and only the branches the outputs use
+    assert log.counts() == dict.fromkeys(steps_of(available), 1)
+    assert log.branches() == {"nMuon", "Muon_pt", "Muon_eta", "genWeight"}
+    assert all(
+        r["performance_counters"] is not None
+        for rep in report.values()
+        for r in rep.to_list()
+    )
+
+    # all dask_hizt histograms of the run: ONE fill commit (after the one creating them)
+    stored = [o[k] for o in out.values() for k in ("pt", "eta", "nmuon")]
+    assert len({s.snapshot_id for s in stored}) == 1
+    history = [
+        s.message
+        for s in icechunk.Repository.open(
+            icechunk.local_filesystem_storage(str(repo))
+        ).ancestry(branch="main")
+    ]
+    assert len(history) == 3 and history[0].startswith("dask_hizt: fill 4 histograms")
+    assert history[1].startswith("dask_hizt: create 4 histograms")
+
+    # bin for bin equal to the eager uproot + hist reference, flow bins included
+    expected = _eager(nanoaod_files)
+    for name in nanoaod_files:
+        # both datasets' calls built their own Hist("muon/pt"): one histogram
+        _same_growing(out[name]["pt"], expected["pt"])
+        _same_growing(out[name]["eta"], expected["eta"])
+        assert out[name]["nmuon"].to_hist() == expected["nmuon"][name]
+        assert out[name]["sumw"] == expected["sumw"][name]
+    summed = out["DYJets"]["hist_dask"] + out["TTbar"]["hist_dask"]
+    assert summed == expected["pt"]
+    reference = muon_pt_hist(nanoaod_files, PT)
+    assert reference.axes == summed.axes
