@@ -108,7 +108,10 @@ def _same_growing(stored: Any, expected: hist.Hist) -> None:
 
 
 def test_apply_to_fileset_one_read_one_commit_exact(
-    client: Any, tmp_path: Path, nanoaod_files: dict[str, Path], nanoaod_schema: Any
+    client: Any,
+    tmp_path: Path,
+    nanoaod_files: dict[str, Path],  # noqa: F811 - the fixture
+    nanoaod_schema: Any,  # noqa: F811 - the fixture
 ) -> None:
     from coffea.dataset_tools import apply_to_fileset, preprocess
 
@@ -142,7 +145,8 @@ def test_apply_to_fileset_one_read_one_commit_exact(
             icechunk.local_filesystem_storage(str(repo))
         ).ancestry(branch="main")
     ]
-    assert len(history) == 3 and history[0].startswith("dask_hizt: fill 4 histograms")
+    assert len(history) == 3
+    assert history[0].startswith("dask_hizt: fill 4 histograms")
     assert history[1].startswith("dask_hizt: create 4 histograms")
 
     # bin for bin equal to the eager uproot + hist reference, flow bins included
