@@ -13,7 +13,9 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def _python_blocks(page: Path) -> str:
-    return "\n".join(re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S))
+    return "\n".join(
+        re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.DOTALL)
+    )
 
 
 def test_coffea_tutorial_runs(tmp_path: Path) -> None:
