@@ -35,7 +35,7 @@ PT = hist.axis.Regular(40, 5, 105, name="pt")
 ETA = hist.axis.Regular(24, -2.4, 2.4, name="eta")
 
 
-def processor(repo: Path) -> Any:
+def lazy_processor(repo: Path) -> Any:
     """What a coffea user writes, with dask_hizt histograms in the output."""
 
     def process(events: Any) -> dict[str, Any]:
@@ -118,7 +118,7 @@ def test_apply_to_fileset_one_read_one_commit_exact(
     repo = tmp_path / "repo.icechunk"
     available, _ = preprocess(fileset(nanoaod_files), step_size=10_000)
     out, report = apply_to_fileset(
-        processor(repo),
+        lazy_processor(repo),
         available,
         schemaclass=nanoaod_schema,
         uproot_options={"allow_read_errors_with_report": True},
@@ -161,3 +161,104 @@ def test_apply_to_fileset_one_read_one_commit_exact(
     assert summed == expected["pt"]
     reference = muon_pt_hist(nanoaod_files, PT)
     assert reference.axes == summed.axes
+
+
+# ------------------------------------------- processor.Runner + DaskExecutor ---
+
+from coffea import processor
+
+PT_ETA = (PT, hist.axis.Regular(400, -2.4, 2.4, name="eta"))
+
+
+class StagingProcessor(processor.ProcessorABC):  # type: ignore[misc]
+    """An eager coffea processor returning its histograms in a dh.Staging."""
+
+    def __init__(self, repo: str, fail_at: int | None = None) -> None:
+        self.repo = repo
+        self.fail_at = fail_at
+
+    def process(self, events: Any) -> dict[str, Any]:
+        meta = events.metadata
+        if meta["dataset"] == "TTbar" and meta["entrystart"] == self.fail_at:
+            raise RuntimeError("this chunk of events fails")
+        out = dh.Staging(self.repo, meta)
+        grows = hist.axis.StrCategory([], growth=True, name="dataset")
+        w = hist.storage.Weight()
+        out.hist(grows, PT, storage=w, path="muon/pt").fill(
+            dataset=meta["dataset"], pt=events.Muon.pt, weight=events.genWeight
+        )
+        # 16,000 bins of two fields: far larger than what travels between futures
+        out.hist(grows, *PT_ETA, storage=w, path="muon/pt_eta").fill(
+            dataset=meta["dataset"],
+            pt=events.Muon.pt,
+            eta=events.Muon.eta,
+            weight=events.genWeight,
+        )
+        return {"histograms": out, "events": len(events)}
+
+    def postprocess(self, accumulator: Any) -> Any:
+        return accumulator
+
+
+def _runner(client: Any, schema: Any) -> Any:
+    return processor.Runner(
+        executor=processor.DaskExecutor(client=client, status=False, retries=0),
+        schema=schema,
+        chunksize=10_000,
+    )
+
+
+def test_runner_with_dask_executor_one_commit_and_no_double_counts(
+    client: Any,
+    tmp_path: Path,
+    nanoaod_files: dict[str, Path],  # noqa: F811 - the fixture
+    nanoaod_schema: Any,  # noqa: F811 - the fixture
+) -> None:
+    import pickle
+
+    repo = tmp_path / "repo.icechunk"
+    files = {name: {"files": {str(p): "Events"}} for name, p in nanoaod_files.items()}
+    runner = _runner(client, nanoaod_schema)
+
+    # a first run dies on one chunk of events after others were staged
+    with pytest.raises(Exception, match="this chunk of events fails"):
+        runner(files, processor_instance=StagingProcessor(str(repo), fail_at=12_000))
+
+    # the re-run finishes and commits once
+    result = runner(files, processor_instance=StagingProcessor(str(repo)))
+    staged = result["histograms"]
+    # coffea cuts 30k + 24k events into 3 + 2 chunks: two fills per chunk
+    assert len(staged) == 2 * 5
+    assert len(pickle.dumps(staged)) < 20_000  # file names, not histograms
+    stored = staged.commit()
+    history = [
+        s.message
+        for s in icechunk.Repository.open(
+            icechunk.local_filesystem_storage(str(repo))
+        ).ancestry(branch="main")
+    ]
+    assert history[0].startswith("dask_hizt: fill 2 histograms")
+    assert history[1:] == [
+        "dask_hizt: create muon/pt, muon/pt_eta",
+        "Repository initialized",
+    ]
+    expected = eager_reference(nanoaod_files, PT)
+    _same_growing(stored["muon/pt"], expected)
+
+    # running the whole job again leaves the histograms as they are
+    again = runner(files, processor_instance=StagingProcessor(str(repo)))
+    assert again["histograms"].commit() == {}
+    _same_growing(dh.open(repo, "muon/pt"), expected)
+    pt_eta = hist.Hist(
+        hist.axis.StrCategory(list(nanoaod_files), name="dataset"),
+        *PT_ETA,
+        storage=hist.storage.Weight(),
+    )
+    for name, path in nanoaod_files.items():
+        with uproot.open(path) as f:
+            arr = f["Events"].arrays(["Muon_pt", "Muon_eta", "genWeight"])
+        pt, eta, w = ak.broadcast_arrays(arr.Muon_pt, arr.Muon_eta, arr.genWeight)
+        pt_eta.fill(
+            dataset=name, pt=ak.flatten(pt), eta=ak.flatten(eta), weight=ak.flatten(w)
+        )
+    _same_growing(dh.open(repo, "muon/pt_eta"), pt_eta)

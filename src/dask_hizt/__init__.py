@@ -22,6 +22,7 @@ from .errors import (
     UnsupportedAxisError,
     UnsupportedStorageError,
 )
+from .runner import Staging
 from .stored import Commit, StoredHist, open
 
 del _config
@@ -35,6 +36,7 @@ __all__ = [
     "HiztError",
     "NotAHistogramError",
     "SchemaMismatchError",
+    "Staging",
     "StoreError",
     "StoredHist",
     "UnsupportedAxisError",

@@ -16,7 +16,7 @@ pandas index. Entries are then summed per chunk-major key
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,7 +30,7 @@ from .errors import FillError
 from .layout import Layout
 from .schema import Schema, growing
 
-__all__ = ["Arg", "FillSpec", "FillTask", "Inputs", "Target"]
+__all__ = ["Arg", "FillSpec", "FillTask", "Inputs", "Target", "flatten_arguments"]
 
 
 class Inputs(Protocol):
@@ -170,25 +170,37 @@ class _Flat:
 
 
 def _flatten_awkward(inputs: Inputs, slots: set[int], partition: str) -> Inputs:
-    """Jagged arguments are flattened, and per-event ones (a weight) repeated
-    for each of their entries, as ``ak.flatten(ak.broadcast_arrays(...))``."""
-    found = {i: inputs[i] for i in sorted(slots) if _is_awkward(inputs[i])}
-    if not found:
+    """A fill's awkward inputs, flattened (see :func:`flatten_arguments`)."""
+    order = sorted(slots)
+    if not any(_is_awkward(inputs[i]) for i in order):
         return inputs
+    flat = flatten_arguments([inputs[i] for i in order], f"partition {partition}")
+    return _Flat(inputs, dict(zip(order, flat, strict=True)))
+
+
+def flatten_arguments(values: Sequence[Any], where: str) -> list[Any]:
+    """Awkward arguments of one fill as NumPy arrays; others as they are.
+
+    Jagged arguments are flattened, and per-event ones (a weight) repeated for
+    each of their entries, as ``ak.flatten(ak.broadcast_arrays(...))``.
+    """
+    found = [i for i, v in enumerate(values) if _is_awkward(v)]
+    if not found:
+        return list(values)
     import awkward as ak  # noqa: PLC0415 - optional dependency
 
-    arrays = list(found.values())
+    arrays = [values[i] for i in found]
     if any(a.ndim > 1 for a in arrays):
         try:
             arrays = ak.broadcast_arrays(*arrays)
         except ValueError as err:
-            msg = f"jagged fill arguments do not broadcast against each other in partition {partition}: {err}"
+            msg = f"jagged fill arguments do not broadcast against each other in {where}: {err}"
             raise FillError(msg) from err
         arrays = [ak.flatten(a, axis=None) for a in arrays]
-    return _Flat(
-        inputs,
-        {i: ak.to_numpy(a) for i, a in zip(found, arrays, strict=True)},
-    )
+    out = list(values)
+    for i, a in zip(found, arrays, strict=True):
+        out[i] = ak.to_numpy(a)
+    return out
 
 
 def _slots(spec: FillSpec) -> set[int]:

@@ -25,6 +25,7 @@ from dask.utils import parse_bytes
 from . import __version__
 from ._fill import Arg, FillSpec, FillTask, Target
 from ._graph import Commit, StoreLayer, compute_graph, fill_layer, is_awkward
+from ._stage import StagedLoad, read_header
 from ._writer import Owner, Segment
 from .errors import FillError
 from .schema import Schema, growing
@@ -148,6 +149,32 @@ def plan(hists: Sequence[Hist], name: str, token: str) -> Plan:
             for t, mine in used.items():
                 inputs_of[t].append(str([slot_keys[j][i] for j in sorted(mine)]))
 
+    # --- staged fills (dask_hizt.runner): one load task per group of files --
+    staged = [(h, f) for h in hists for f in h._staged]
+    if staged:
+        load = StagedLoad(
+            tuple(targets),
+            {t.path: i for i, t in enumerate(targets)},
+            tuple(space_size),
+        )
+        per_task = max(1, int(dask.config.get("dask_hizt.staged-per-task")))
+        groups_of = [staged[i : i + per_task] for i in range(0, len(staged), per_task)]
+        layer_name = f"hizt-fill-{token}-staged"
+        fill_graphs.append(
+            HighLevelGraph.from_collections(
+                layer_name,
+                {
+                    (layer_name, i): (load, [f.file for _, f in group])
+                    for i, group in enumerate(groups_of)
+                },
+                dependencies=[],
+            )
+        )
+        fill_keys.extend((layer_name, i) for i in range(len(groups_of)))
+        for h, f in staged:
+            t = target_of[(repos[_repo_id(h._ref, h._branch)], h._path)]
+            inputs_of[t].append(f"staged:{f.item}")
+
     # --- owners and commits ------------------------------------------------
     owners = [
         _owners([t for t in targets if t.space == s], sessions[spaces[s][0]])
@@ -217,6 +244,9 @@ def prepare(hists: Sequence[Hist]) -> None:
         per_axis = grow.setdefault(rid, {}).setdefault(
             h._path, {i: set() for i in axes}
         )
+        for f in h._staged:
+            for i, values in read_header(f.file)["categories"].items():
+                per_axis[int(i)].update(values)
         for i in axes:
             for fill in h._fills:
                 src = fill.axes[i]

@@ -27,6 +27,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 from ._graph import awkward_optimize, is_awkward, optimize
 from ._plan import Plan, plan, prepare
+from ._stage import StagedFile
 from .errors import FillError
 from .schema import Schema
 from .stored import StoredHist
@@ -247,6 +248,8 @@ class Hist(_Computes):
         if stored is not None:
             self._schema.check_same(stored, f"histogram {self._path!r}")
         self._fills: list[_Fill] = []
+        # eager fills staged by dask_hizt.runner, folded in by the compute
+        self._staged: list[StagedFile] = []
         self._id = uuid.uuid4().hex
         self._plan_cache: tuple[str, Plan] | None = None
         self._grown: list[list[str]] | None = None
@@ -352,7 +355,9 @@ class Hist(_Computes):
 
 
 def _cached_plan(owner: _Computes, hists: Sequence[Hist]) -> tuple[str, Plan]:
-    fills = [[_fill_token(f) for f in h._fills] for h in hists]
+    fills = [
+        [_fill_token(f) for f in h._fills] + [f.file for f in h._staged] for h in hists
+    ]
     if owner._grown != fills:
         # Before reading the tips: the plan must be built on histograms that
         # exist (again, if deleted since) with all their categories.

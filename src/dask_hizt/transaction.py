@@ -283,7 +283,7 @@ def prepare_histograms(
                     created[path] = (final, Layout.for_schema(final, chunk_bytes))
                 elif additions:
                     _grow_arrays(session.store, path, stored, final)
-                if additions:
+                if additions and stored is not None:
                     grown[path] = {
                         base.names[i] or f"#{i}": v for i, v in additions.items()
                     }

@@ -1,0 +1,153 @@
+"""Staged partials: eager fills written next to the repository, folded in later.
+
+coffea's futures executors run a processor eagerly on each chunk of events
+and add the outputs up in a tree of futures. A histogram carried through
+that tree would end up whole on one worker; instead each eager fill is
+written at once to a small *staged* file (its non-zero bins, with the
+categories it met on growing axes), and only the file names travel. The
+fold (:mod:`dask_hizt.runner`) then routes the staged bins to the chunk
+owners like any other fill.
+
+A staged file's name is derived from the chunk of events it came from, so a
+re-run of a failed job overwrites, rather than adds to, what the failed run
+staged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._algebra import for_storage
+from ._fill import Target, flatten_arguments
+from ._partial import Partial, combine, empty, from_entries
+from .errors import FillError
+from .schema import Schema, growing
+
+__all__ = ["StagedFile", "StagedLoad", "read_header", "stage_fill"]
+
+STAGING_DIR = ".dask_hizt-staging"
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """One staged fill: where it is, which histogram, which chunk of events."""
+
+    file: str
+    path: str
+    item: str
+
+
+def staging_dir(repo_dir: str) -> Path:
+    """Where a local repository's staged fills live."""
+    return Path(repo_dir, STAGING_DIR)
+
+
+def stage_fill(
+    repo_dir: str,
+    path: str,
+    schema: Schema,
+    item: str,
+    number: int,
+    args: Sequence[Any],
+    weight: Any,
+    sample: Any,
+) -> StagedFile:
+    """Fill one histogram eagerly and stage its non-zero bins; return the handle."""
+    flat = flatten_arguments([*args, weight, sample], f"item {item}")
+    values, weight, sample = flat[: len(args)], flat[len(args)], flat[len(args) + 1]
+    h = schema.empty_boost()
+    try:
+        h.fill(*values, weight=weight, sample=sample)
+    except (ValueError, TypeError, KeyError) as err:
+        msg = f"fill of {path!r} for {item}: {err}"
+        raise FillError(msg) from err
+    view: Any = h.view(flow=True)
+    fields = schema.spec.fields
+    dense = [np.asarray(view)] if fields == ("value",) else [view[f] for f in fields]
+    nonzero = np.zeros(dense[0].shape, dtype=bool)
+    for d in dense:
+        nonzero |= d != 0
+    index = np.array(np.nonzero(nonzero), dtype=np.int64)
+    header = {
+        "path": path,
+        "item": item,
+        # categories as met here, on growing axes: mapped at fold time
+        "categories": {
+            str(i): list(h.axes[i]) for i, a in enumerate(schema.axes) if growing(a)
+        },
+    }
+    digest = hashlib.sha1(f"{item}\0{path}\0{number}".encode()).hexdigest()[:24]
+    target = staging_dir(repo_dir) / f"{digest}.npz"
+    target.parent.mkdir(exist_ok=True)
+    arrays: dict[str, Any] = {f"f{k}": d[nonzero] for k, d in enumerate(dense)}
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    arrays["index"] = index
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    # written whole, then renamed: a reader never sees half a file
+    tmp = target.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes(buffer.getvalue())
+    tmp.replace(target)
+    return StagedFile(str(target), path, item)
+
+
+def read_header(file: str) -> dict[str, Any]:
+    """The header of a staged file (its histogram, item and categories)."""
+    with np.load(file) as z:
+        header: dict[str, Any] = json.loads(z["header"].tobytes())
+    return header
+
+
+@dataclass(frozen=True)
+class StagedLoad:
+    """A fill task that reads staged files instead of input partitions.
+
+    Returns one partial per key space, like :class:`dask_hizt._fill.FillTask`.
+    """
+
+    targets: tuple[Target, ...]
+    target_of: Mapping[str, int]
+    space_sizes: tuple[int, ...]
+
+    def __call__(self, files: Sequence[str]) -> tuple[Partial, ...]:
+        per_space: list[list[Partial]] = [[] for _ in self.space_sizes]
+        for file in files:
+            with np.load(file) as z:
+                header = json.loads(z["header"].tobytes())
+                index = z["index"]
+                fields = [z[f"f{k}"] for k in range(len(z.files) - 2)]
+            target = self.targets[self.target_of[header["path"]]]
+            schema = target.schema
+            indices = []
+            for i, a in enumerate(schema.axes):
+                idx = index[i]
+                if growing(a):
+                    local = header["categories"][str(i)]
+                    where = {c: g for g, c in enumerate(a["categories"])}
+                    idx = np.array([where[local[j]] for j in idx], dtype=np.int64)
+                indices.append(idx)
+            keys = target.layout.keys(indices)
+            algebra = for_storage(schema.spec.uhi_type)
+            dtypes = [schema.dtype] * len(fields)
+            part = from_entries(0, target.layout.n_keys, keys, fields, dtypes, algebra)
+            per_space[target.space].append(part.shifted(target.offset))
+        out = []
+        for space, (parts, n_keys) in enumerate(
+            zip(per_space, self.space_sizes, strict=True)
+        ):
+            if parts:
+                out.append(combine(parts, 0, n_keys))
+                continue
+            schema = next(t.schema for t in self.targets if t.space == space)
+            dtypes = [schema.dtype] * len(schema.spec.fields)
+            out.append(empty(0, n_keys, dtypes, for_storage(schema.spec.uhi_type)))
+        return tuple(out)

@@ -1,0 +1,229 @@
+"""Histograms from coffea's ``processor.Runner`` (futures executors such as
+``DaskExecutor``), which run processors eagerly on chunks of events.
+
+A processor returns a :class:`Staging` holding its histograms. Each fill is
+staged at once (see :mod:`dask_hizt._stage`), so what coffea adds up in its
+tree of futures are lists of file names, not histograms. After the run,
+:meth:`Staging.commit` folds every staged fill into the repository with the
+usual routed graph: one commit per run, no task holding more than its key
+range, and chunks of events that a commit already holds are skipped, so a
+re-run after a failure never counts a chunk twice.
+
+Examples
+--------
+>>> class Processor(coffea.processor.ProcessorABC):  # doctest: +SKIP
+...     def process(self, events):
+...         out = dh.Staging(REPO, events.metadata)
+...         out.hist(dataset_axis, pt_axis, storage=hist.storage.Weight(),
+...                  path="muon/pt").fill(dataset=..., pt=events.Muon.pt)
+...         return {"histograms": out}
+...     def postprocess(self, accumulator):
+...         return accumulator
+>>> result = runner(fileset, processor_instance=Processor())  # doctest: +SKIP
+>>> stored = result["histograms"].commit()  # {"muon/pt": StoredHist}
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Self
+
+import boost_histogram as bh
+import dask
+import dask.base
+
+from ._stage import StagedFile, stage_fill
+from .collection import Hist, HistSet
+from .errors import FillError, StoreError
+from .schema import Schema
+from .stored import StoredHist
+from .transaction import ATTR_KEY, RepoRef, check_path
+
+__all__ = ["Staging", "StagingHist"]
+
+
+def _item_of(item: Any) -> str:
+    """The identity of a chunk of events: a string, or coffea's ``events.metadata``."""
+    if isinstance(item, str) and item:
+        return item
+    if isinstance(item, Mapping) and {"entrystart", "entrystop"} <= set(item):
+        source = item.get("fileuuid") or item.get("filename")
+        if source is not None:
+            uuid = source.hex() if isinstance(source, bytes) else str(source)
+            tree = item.get("treename", "")
+            return f"{uuid}#{tree}[{item['entrystart']}:{item['entrystop']}]"
+    msg = (
+        "Staging needs the identity of its chunk of events: a non-empty string, "
+        f"or coffea's events.metadata; got {item!r}"
+    )
+    raise FillError(msg)
+
+
+class Staging:
+    """A processor's dask_hizt histograms for one chunk of events; add them up
+    with ``+`` (as coffea does) and :meth:`commit` the sum once.
+
+    Parameters
+    ----------
+    store
+        The repository: a local directory or a local ``icechunk.Repository``.
+    item
+        The identity of the chunk of events, used to never count it twice:
+        coffea's ``events.metadata``, or a string of your own.
+    branch
+        Branch to commit to.
+    """
+
+    def __init__(self, store: Any, item: Any = None, *, branch: str = "main") -> None:
+        self._ref = RepoRef.from_store(store)
+        if self._ref.local_path is None:
+            msg = "Staging needs a repository on a local or shared filesystem"
+            raise StoreError(msg)
+        self._branch = branch
+        self._item = None if item is None else _item_of(item)
+        self._schemas: dict[str, tuple[Schema, Any]] = {}
+        self._files: list[StagedFile] = []
+
+    def hist(
+        self, *axes: Any, storage: bh.storage.Storage | None = None, path: str
+    ) -> StagingHist:
+        """A histogram to fill eagerly; ``path`` names it in the repository."""
+        if self._item is None:
+            msg = "a Staging made without item= can only be added to, not filled"
+            raise FillError(msg)
+        schema = Schema.from_axes(axes, storage)
+        path = check_path(path)
+        known = self._schemas.get(path)
+        if known is not None:
+            schema.check_same(known[0], f"histogram {path!r}")
+        else:
+            self._schemas[path] = (schema, dask.config.get("dask_hizt.chunk-bytes"))
+        return StagingHist(self, path, schema)
+
+    # --------------------------------------------------------- accumulate ---
+
+    def __add__(self, other: Staging) -> Staging:
+        out = Staging.__new__(Staging)
+        out._ref, out._branch, out._item = self._ref, self._branch, None
+        out._schemas, out._files = dict(self._schemas), list(self._files)
+        return out.__iadd__(other)
+
+    def __iadd__(self, other: Staging) -> Self:
+        if not isinstance(other, Staging):
+            return NotImplemented
+        if (other._ref.local_path, other._branch) != (
+            self._ref.local_path,
+            self._branch,
+        ):
+            msg = "cannot add Staging objects of different repositories or branches"
+            raise StoreError(msg)
+        for path, (schema, chunk_bytes) in other._schemas.items():
+            known = self._schemas.setdefault(path, (schema, chunk_bytes))
+            schema.check_same(known[0], f"histogram {path!r}")
+        self._files.extend(other._files)
+        return self
+
+    def __len__(self) -> int:
+        """Number of staged fills."""
+        return len(self._files)
+
+    # ------------------------------------------------------------- commit ---
+
+    def commit(self, **kwargs: Any) -> dict[str, StoredHist]:
+        """Fold every staged fill into the repository: ONE commit.
+
+        Chunks of events that an earlier commit of a histogram already holds
+        are left out (so is the case of a re-run after a failure). Keyword
+        arguments go to ``dask.compute``. Returns the histograms as committed,
+        by path; staged files are removed once they are in.
+        """
+        done = _committed_items(self._ref, self._branch, list(self._schemas))
+        hists = []
+        for path, (schema, chunk_bytes) in self._schemas.items():
+            todo = [
+                f for f in self._files if f.path == path and f.item not in done[path]
+            ]
+            if not todo:
+                continue
+            with dask.config.set({"dask_hizt.chunk-bytes": chunk_bytes}):
+                h = Hist(
+                    *schema.hist_axes(),
+                    storage=schema.storage(),
+                    store=self._ref,
+                    path=path,
+                    branch=self._branch,
+                )
+            h._staged = todo
+            hists.append(h)
+        stored = list(dask.base.compute(HistSet(hists), **kwargs)[0]) if hists else []
+        for f in self._files:
+            with contextlib.suppress(FileNotFoundError):
+                Path(f.file).unlink()
+        return {h.path: s for h, s in zip(hists, stored, strict=True)}
+
+
+class StagingHist:
+    """One histogram of a :class:`Staging`: each ``fill`` is staged at once."""
+
+    def __init__(self, staging: Staging, path: str, schema: Schema) -> None:
+        self._staging = staging
+        self.path = path
+        self._schema = schema
+
+    def fill(
+        self, *args: Any, weight: Any = None, sample: Any = None, **kwargs: Any
+    ) -> Self:
+        """Fill eagerly (arguments as for :meth:`dask_hizt.Hist.fill`, NumPy or
+        awkward arrays) and stage the result."""
+        names = self._schema.names
+        given = dict(enumerate(args))
+        for key, value in kwargs.items():
+            if key not in names or not key:
+                msg = (
+                    f"fill got an unknown axis name {key!r}; the axes are {list(names)}"
+                )
+                raise FillError(msg)
+            given[names.index(key)] = value
+        if sorted(given) != list(range(len(names))):
+            msg = f"fill needs one value per axis {list(names)}"
+            raise FillError(msg)
+        staging = self._staging
+        assert staging._item is not None
+        number = sum(1 for f in staging._files if f.path == self.path)
+        assert staging._ref.local_path is not None
+        staging._files.append(
+            stage_fill(
+                staging._ref.local_path,
+                self.path,
+                self._schema,
+                staging._item,
+                number,
+                [given[i] for i in range(len(names))],
+                weight,
+                sample,
+            )
+        )
+        return self
+
+
+def _committed_items(
+    ref: RepoRef, branch: str, paths: list[str]
+) -> dict[str, set[str]]:
+    """Per histogram, the staged chunks of events its commits already hold."""
+    done: dict[str, set[str]] = {p: set() for p in paths}
+    try:
+        ancestry = list(ref.repo.ancestry(branch=branch))
+    except Exception:  # noqa: BLE001 - a new branch has no history
+        return done
+    for snapshot in ancestry:
+        meta = (snapshot.metadata or {}).get(ATTR_KEY, {})
+        for path, info in meta.get("histograms", {}).items():
+            if path in done:
+                done[path].update(
+                    i.removeprefix("staged:")
+                    for i in info.get("inputs", [])
+                    if i.startswith("staged:")
+                )
+    return done

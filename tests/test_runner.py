@@ -1,0 +1,89 @@
+"""dh.Staging without coffea: eager fills staged per chunk of events, folded in one commit."""
+
+from __future__ import annotations
+
+import functools
+import operator
+import pickle
+from pathlib import Path
+
+import hist
+import icechunk
+import numpy as np
+import pytest
+
+import dask_hizt as dh
+
+AXES = (
+    hist.axis.StrCategory([], growth=True, name="d"),
+    hist.axis.Regular(50, 0, 1, name="x"),
+)
+
+
+def _chunks(n: int = 8) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(3)
+    return [
+        (
+            f"file.root#Events[{k * 1000}:{(k + 1) * 1000}]",
+            "abc"[k % 3],
+            rng.uniform(0, 1, 1000),
+            rng.choice([0.5, 1.0, 2.0], 1000),
+        )
+        for k in range(n)
+    ]
+
+
+def _staged(repo: Path, chunks: list) -> dh.Staging:
+    parts = []
+    for item, label, x, w in chunks:
+        s = dh.Staging(repo, item)
+        s.hist(*AXES, storage=hist.storage.Weight(), path="h").fill(
+            d=label, x=x, weight=w
+        )
+        parts.append(s)
+    return functools.reduce(operator.add, parts)
+
+
+def _expected(chunks: list) -> np.ndarray:
+    h = hist.Hist(
+        hist.axis.StrCategory(["a", "b", "c"], name="d"),
+        AXES[1],
+        storage=hist.storage.Weight(),
+    )
+    for _, label, x, w in chunks:
+        h.fill(d=label, x=x, weight=w)
+    return h.view(flow=True)[:3]  # the growing axis has no overflow bin
+
+
+def test_staged_fills_fold_into_one_exact_commit(repo_path: Path) -> None:
+    chunks = _chunks()
+    total = _staged(repo_path, chunks)
+    assert len(total) == len(chunks)
+    assert len(pickle.dumps(total)) < 5_000  # names of staged files only
+    stored = total.commit(scheduler="sync")["h"]
+    got = stored.to_hist()
+    assert list(got.axes[0]) == ["a", "b", "c"]
+    assert np.array_equal(got.view(flow=True), _expected(chunks))
+    repo = icechunk.Repository.open(icechunk.local_filesystem_storage(str(repo_path)))
+    messages = [s.message for s in repo.ancestry(branch="main")]
+    assert messages[0] == "dask_hizt: fill h from 1 partitions"
+    assert messages[1] == "dask_hizt: create h"
+
+
+def test_chunks_already_committed_are_skipped(repo_path: Path) -> None:
+    chunks = _chunks()
+    _staged(repo_path, chunks[:5]).commit(scheduler="sync")
+    # the whole job again: only the three chunks not yet in are added
+    out = _staged(repo_path, chunks).commit(scheduler="sync")
+    assert np.array_equal(out["h"].to_hist().view(flow=True), _expected(chunks))
+    assert _staged(repo_path, chunks).commit(scheduler="sync") == {}
+    assert np.array_equal(
+        dh.open(repo_path, "h").to_hist().view(flow=True), _expected(chunks)
+    )
+
+
+def test_staging_needs_an_item(repo_path: Path) -> None:
+    with pytest.raises(dh.FillError, match="identity of its chunk of events"):
+        dh.Staging(repo_path, {"dataset": "x"})
+    with pytest.raises(dh.FillError, match="can only be added to"):
+        dh.Staging(repo_path).hist(*AXES, path="h")
