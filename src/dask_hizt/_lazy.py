@@ -18,7 +18,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dask._task_spec import GraphNode, Task, TaskRef, _execute_subgraph
+from dask._task_spec import Alias, GraphNode, Task, TaskRef, _execute_subgraph
 
 from ._fill import FillTask
 
@@ -112,25 +112,38 @@ class _Level:
     def run(self) -> Any:
         node = self.dsk[self.outkey]
         if not isinstance(node, Task):
-            return self.get(self.outkey)
+            return self._eagerly()
         if node.func is _execute_subgraph:
             inner, outkey, inkeys, *deps = node.args
-            outer: dict[Key, Key] = {}
-            for k, d in zip(inkeys, deps, strict=True):
-                if not isinstance(d, TaskRef):
-                    return self.get(self.outkey)
-                outer[k] = d.key
-                self.demand(d.key)
+            targets = [_ref(d) for d in deps]
+            if any(t is None for t in targets):
+                return self._eagerly()
+            outer = dict(zip(inkeys, targets, strict=True))
+            for target in outer.values():
+                self.demand(target)
             return _Level(inner, {}, (self, outer), outkey).run()
         block = node.func
-        if not isinstance(block, FillBlock) or node.kwargs:
-            return self.get(self.outkey)
-        if not all(isinstance(a, TaskRef) for a in node.args):
-            return self.get(self.outkey)
-        slots = [a.key for a in node.args]
+        slots = [_ref(a) for a in node.args]
+        if not isinstance(block, FillBlock) or node.kwargs or None in slots:
+            return self._eagerly()
         for key in slots:
             self.demand(key)
         return block.task(_Inputs(self, slots))
+
+    def _eagerly(self) -> Any:
+        """As dask would run it: every input made before the call."""
+        for dep in self.dsk[self.outkey].dependencies:
+            self.demand(dep)
+        return self.get(self.outkey)
+
+
+def _ref(arg: Any) -> Key | None:
+    """The key an argument stands for (a reference or an alias), else None."""
+    if isinstance(arg, TaskRef):
+        return arg.key
+    if isinstance(arg, Alias):
+        return arg.target
+    return None
 
 
 class _Inputs:

@@ -116,6 +116,7 @@ class _Computes(DaskMethodsMixin):
     _id: str
     _plan_cache: tuple[str, Plan] | None
     _grown: list[list[str]] | None
+    _pinned: tuple[list[list[str]], tuple[str, Plan]] | None = None
 
     def _hists(self) -> list[Hist]:
         raise NotImplementedError
@@ -349,6 +350,7 @@ class Hist(_Computes):
         return [self]
 
     def __dask_postcompute__(self) -> tuple[Any, tuple[Any, ...]]:
+        self._pinned = None  # the next compute plans anew
         return _finalize, (self._ref, self._path)
 
     # -------------------------------------------------------------- plan ---
@@ -358,6 +360,9 @@ def _cached_plan(owner: _Computes, hists: Sequence[Hist]) -> tuple[str, Plan]:
     fills = [
         [_fill_token(f) for f in h._fills] + [f.file for f in h._staged] for h in hists
     ]
+    pinned = owner._pinned
+    if pinned is not None and pinned[0] == fills:
+        return pinned[1]
     if owner._grown != fills:
         # Before reading the tips: the plan must be built on histograms that
         # exist (again, if deleted since) with all their categories.
@@ -369,6 +374,10 @@ def _cached_plan(owner: _Computes, hists: Sequence[Hist]) -> tuple[str, Plan]:
     cached = owner._plan_cache
     if cached is None or cached[0] != token:
         cached = owner._plan_cache = (token, plan(hists, name, token))
+    # dask asks for the graph, the keys and the post-compute step at different
+    # moments of one compute; a commit landing in between must not make them
+    # come from two plans. The plan stays pinned until __dask_postcompute__.
+    owner._pinned = (fills, (name, cached[1]))
     return name, cached[1]
 
 
@@ -404,7 +413,9 @@ class HistSet(_Computes):
 
     def __dask_postcompute__(self) -> tuple[Any, tuple[Any, ...]]:
         targets = [(h._ref, h._path) for h in self.hists]
-        return _finalize_set, (targets, self._plan()[1].output_of)
+        output_of = self._plan()[1].output_of
+        self._pinned = None  # the next compute plans anew
+        return _finalize_set, (targets, output_of)
 
 
 def compute(*args: Any, **kwargs: Any) -> tuple[Any, ...]:
