@@ -14,6 +14,7 @@ from . import config as _config
 from .collection import Hist, HistSet, compute, histogram
 from .errors import (
     CommitError,
+    CorruptChunkError,
     FillError,
     HiztError,
     NotAHistogramError,
@@ -22,6 +23,7 @@ from .errors import (
     UnsupportedAxisError,
     UnsupportedStorageError,
 )
+from .maintenance import GcReport, gc
 from .runner import Staging
 from .stored import Commit, StoredHist, open
 
@@ -30,7 +32,9 @@ del _config
 __all__ = [
     "Commit",
     "CommitError",
+    "CorruptChunkError",
     "FillError",
+    "GcReport",
     "Hist",
     "HistSet",
     "HiztError",
@@ -43,6 +47,7 @@ __all__ = [
     "UnsupportedStorageError",
     "__version__",
     "compute",
+    "gc",
     "histogram",
     "open",
 ]

@@ -5,7 +5,8 @@ histogram's :class:`~dask_hizt.schema.Schema` and
 :class:`~dask_hizt.layout.Layout`, and its path. Each reads only the chunks
 it needs and leaves every piece of histogram arithmetic (slicing into flow
 bins, summing, rebinning, merging accumulators) to boost-histogram itself,
-so results equal the eager ``hist.Hist`` ones bit for bit.
+so results equal the eager ``hist.Hist`` ones bit for bit. A damaged chunk
+object raises :class:`~dask_hizt.errors.CorruptChunkError`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import hist
 import numpy as np
 import numpy.typing as npt
 import zarr
+from dask.base import tokenize
 
+from ._damage import READ_ERRORS, corrupt, read
 from .layout import Layout
 from .schema import Schema
 
@@ -65,7 +68,9 @@ def read_full(store: Any, schema: Schema, path: str) -> hist.Hist:  # type: igno
     view: Any = h.view(flow=True)
     fields = schema.spec.fields
     for name in fields:
-        _set_field(view, fields, name, ..., _array(store, path, name)[...])
+        _set_field(
+            view, fields, name, ..., read(_array(store, path, name), path, name, ...)
+        )
     return h
 
 
@@ -206,7 +211,13 @@ def getitem(store: Any, schema: Schema, path: str, index: Any) -> Any:
         )
         view: Any = one.view(flow=True)
         for name in fields:
-            block = _array(store, path, name).oindex[_selection(plans)]
+            block = read(
+                _array(store, path, name),
+                path,
+                name,
+                _selection(plans),
+                orthogonal=True,
+            )
             _set_field(view, fields, name, 0, block)
         return one[0]
 
@@ -223,8 +234,14 @@ def getitem(store: Any, schema: Schema, path: str, index: Any) -> Any:
         )
     sel = _selection(plans)
     for name in fields:
-        arr = _array(store, path, name)
-        block = arr[...] if all(p.read is None for p in plans) else arr.oindex[sel]
+        whole = all(p.read is None for p in plans)
+        block = read(
+            _array(store, path, name),
+            path,
+            name,
+            ... if whole else sel,
+            orthogonal=not whole,
+        )
         _set_field(view, fields, name, where, block)
     rest = tuple(plans[i].rest for i in kept)
     if all(isinstance(r, slice) and r == slice(None) for r in rest):
@@ -393,7 +410,7 @@ def project(
         started.add(region_key)
         n_add = int(np.prod([sel[i].stop - sel[i].start for i in drop], dtype=np.int64))
         blocks = {
-            name: np.asarray(arrays[name][sel])
+            name: read(arrays[name], path, name, sel)
             .transpose(to_flat)
             .reshape([*kshape, n_add])
             for name in fields
@@ -458,7 +475,12 @@ def to_dask_array(
             f"fields are {list(schema.spec.fields)}"
         )
         raise ValueError(msg)
-    arr: da.Array = da.from_zarr(_array(store, path, field), name=name)
+    z = _array(store, path, field)
+    if name is None:
+        name = "from-zarr-" + tokenize(z, z.chunks)
+    arr: da.Array = da.from_array(
+        _Checked(z, path, field), chunks=z.chunks, name=name, inline_array=False
+    )
     if flow:
         return arr
     inner = []
@@ -467,3 +489,46 @@ def to_dask_array(
         inner.append(slice(under, under + int(ax.size)))
     out: da.Array = arr[tuple(inner)]
     return out
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A zarr array whose reads raise :class:`CorruptChunkError` on damaged
+    chunks, for dask: it is what the tasks of :func:`to_dask_array` slice."""
+
+    array: zarr.Array[Any]
+    path: str
+    field: str
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return np.dtype(self.array.dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.array.shape)
+
+    def __getitem__(self, selection: Any) -> npt.NDArray[Any]:
+        # a dask task reads one zarr chunk: the error names it without probing
+        try:
+            return np.asarray(self.array[selection])
+        except READ_ERRORS as err:
+            error = corrupt(
+                err, self.path, self.field, _chunk_at(selection, self.array.chunks)
+            )
+            if error is None:
+                raise
+            raise error from err
+
+
+def _chunk_at(selection: Any, chunks: Sequence[int]) -> tuple[int, ...] | None:
+    """The chunk that a dask block's selection (slices, one per axis) starts in."""
+    if not isinstance(selection, tuple) or len(selection) != len(chunks):
+        return None
+    if not all(isinstance(s, slice) for s in selection):
+        return None
+    return tuple((s.start or 0) // c for s, c in zip(selection, chunks, strict=True))

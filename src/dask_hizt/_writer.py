@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,7 @@ import zarr
 import zarr.api.asynchronous
 from zarr.core.sync import sync
 
+from ._damage import READ_ERRORS, corrupt
 from ._partial import Partial, combine
 from .layout import Layout
 from .transaction import Written
@@ -80,8 +81,24 @@ class Owner:
 async def _write(
     fork: Any, jobs: list[tuple[Segment, Partial, npt.NDArray[np.int64]]]
 ) -> None:
-    """Read-merge-write every touched chunk of every field, many at a time."""
+    """Read-merge-write every touched chunk of every field, many at a time.
+
+    A damaged chunk object raises :class:`~dask_hizt.errors.CorruptChunkError`
+    (the compute then fails before its commit: nothing is added).
+    """
     limit = asyncio.Semaphore(int(dask.config.get("dask_hizt.write-concurrency")))
+
+    async def read(
+        seg: Segment, field: str, array: Any, selection: Any, chunk_id: int
+    ) -> Any:
+        try:
+            return await array.getitem(selection)
+        except READ_ERRORS as err:
+            coords = seg.layout.chunk_coords(chunk_id)
+            error = corrupt(err, seg.path, field, coords)
+            if error is None:
+                raise
+            raise error from err
 
     async def one(
         seg: Segment, arrays: list[Any], part: Partial, chunk_id: int
@@ -92,9 +109,14 @@ async def _write(
         selection, inner = layout.chunk_region(chunk_id)
         delta = tuple(f.reshape(layout.chunks)[inner] for f in block)
         async with limit:
-            old = await asyncio.gather(*(a.getitem(selection) for a in arrays))
+            old = await _gather(
+                *(
+                    read(seg, f, a, selection, chunk_id)
+                    for f, a in zip(seg.fields, arrays, strict=True)
+                )
+            )
             new = part.algebra.merge(tuple(np.asarray(o) for o in old), delta)
-            await asyncio.gather(
+            await _gather(
                 *(a.setitem(selection, v) for a, v in zip(arrays, new, strict=True))
             )
 
@@ -107,7 +129,29 @@ async def _write(
             for f in seg.fields
         ]
         tasks.extend(one(seg, arrays, part, int(c)) for c in touched)
-    await asyncio.gather(*tasks)
+    await _gather(*tasks)
+
+
+async def _gather(*aws: Awaitable[Any]) -> list[Any]:
+    """``asyncio.gather``, but the first failure cancels the others and waits
+    for them before it is raised.
+
+    A plain gather leaves the other reads and writes running in zarr's event
+    loop after the owner task has failed: they would keep writing (orphaned)
+    chunks after the compute has already reported its error.
+    """
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    if not tasks:
+        return []
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    for t in pending:
+        t.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    for t in tasks:
+        error = t.exception() if t in done else None
+        if error is not None:
+            raise error
+    return [t.result() for t in tasks]
 
 
 def _touched_chunks(p: Partial, chunk_size: int) -> npt.NDArray[np.int64]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "CommitError",
+    "CorruptChunkError",
     "FillError",
     "HiztError",
     "NotAHistogramError",
@@ -47,3 +48,46 @@ class StoreError(HiztError, ValueError):
 
 class CommitError(HiztError, RuntimeError):
     """The final commit could not be made; nothing was committed."""
+
+
+class CorruptChunkError(StoreError):
+    """A stored chunk of a histogram cannot be read back: its object in the
+    repository is corrupt, truncated or missing.
+
+    The repository itself is damaged (a disk or copy error, or a file changed
+    by hand); nothing dask_hizt does creates this. Computes that would add to
+    the chunk fail without committing anything. See ``docs/maintenance.md``.
+
+    Parameters
+    ----------
+    path
+        Path of the histogram's group.
+    array
+        The storage field's array (``"value"``, ``"variance"``, ...).
+    chunk
+        The chunk's grid coordinates, or ``None`` if they could not be found.
+    reason
+        What is wrong with it, in words.
+
+    Attributes
+    ----------
+    path, array, chunk, reason
+        As given.
+    """
+
+    def __init__(
+        self, path: str, array: str, chunk: tuple[int, ...] | None, reason: str
+    ) -> None:
+        self.path = path
+        self.array = array
+        self.chunk = chunk
+        self.reason = reason
+        where = f"histogram {path!r}, array {array!r}"
+        if chunk is not None:
+            key = "/".join([path, array, "c", *map(str, chunk)])
+            where += f", chunk {chunk} (key {key!r})"
+        super().__init__(f"{where}: the stored chunk object is {reason}")
+
+    def __reduce__(self) -> tuple[type[CorruptChunkError], tuple[object, ...]]:
+        # keyword-less pickling, so the error crosses process boundaries (distributed)
+        return type(self), (self.path, self.array, self.chunk, self.reason)

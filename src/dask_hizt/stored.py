@@ -15,7 +15,7 @@ import numpy.typing as npt
 import zarr
 from dask.base import tokenize
 
-from . import _read
+from . import _damage, _read
 from .errors import StoreError
 from .layout import Layout
 from .schema import Schema
@@ -90,7 +90,7 @@ class StoredHist:
 
     def _field(self, name: str) -> npt.NDArray[Any]:
         arr = zarr.open_array(self._session.store, path=f"{self.path}/{name}")
-        return np.asarray(arr[...])
+        return _damage.read(arr, self.path, name, ...)
 
     def to_hist(self) -> hist.Hist:  # type: ignore[type-arg]
         """The whole histogram, flow bins included, as a ``hist.Hist``."""

@@ -1,0 +1,180 @@
+"""Repository maintenance: garbage collection of objects no commit refers to.
+
+A compute's owner tasks write their chunks into storage before the one commit
+that makes them part of the histogram. When a compute fails or is killed
+before that commit (a raising partition, a failed write, a killed client),
+the chunks it wrote stay in storage, referenced by nothing: orphaned chunk
+objects. They never change what is read back, they only take space, and
+:func:`gc` removes them with icechunk's ``Repository.garbage_collect``.
+
+The cutoff rule: only objects written more than ``older_than`` ago are
+deleted. A compute that is still running has written its chunks but not
+committed them yet, so they look exactly like orphans; they are protected
+only by being younger than the cutoff. Choose ``older_than`` longer than
+your longest compute (default: one day).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .transaction import RepoRef
+
+__all__ = ["DEFAULT_OLDER_THAN", "GcReport", "gc"]
+
+log = logging.getLogger(__name__)
+
+#: Objects younger than this are never deleted by default: longer than any
+#: compute is expected to run.
+DEFAULT_OLDER_THAN = dt.timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class GcReport:
+    """What one :func:`gc` deleted (or, with ``dry_run``, would delete).
+
+    Attributes
+    ----------
+    cutoff
+        Objects written before this time (UTC) were candidates.
+    dry_run
+        Whether nothing was deleted.
+    chunks_deleted, manifests_deleted, snapshots_deleted
+        Objects of each kind deleted: orphaned chunks, manifests and
+        snapshots that no branch or tag reaches.
+    transaction_logs_deleted, attributes_deleted
+        The other kinds of icechunk objects deleted.
+    bytes_freed
+        Bytes of the deleted objects, as icechunk reports them.
+    snapshots_expired
+        Snapshots dropped from history by ``expire_older_than`` (0 without it).
+    failed_deletes
+        Objects icechunk failed to delete; a later ``gc`` retries them.
+    skipped_phases
+        Phases icechunk skipped after failures, in its own words.
+    seconds
+        Wall time of the collection.
+    """
+
+    cutoff: dt.datetime
+    dry_run: bool
+    chunks_deleted: int
+    manifests_deleted: int
+    snapshots_deleted: int
+    transaction_logs_deleted: int
+    attributes_deleted: int
+    bytes_freed: int
+    snapshots_expired: int
+    failed_deletes: int
+    skipped_phases: tuple[str, ...]
+    seconds: float
+
+
+def gc(
+    store: Any,
+    *,
+    older_than: dt.timedelta = DEFAULT_OLDER_THAN,
+    idle: bool = False,
+    dry_run: bool = False,
+    expire_older_than: dt.timedelta | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> GcReport:
+    """Delete the objects of a repository that no branch or tag refers to.
+
+    These are mainly the orphaned chunk objects of computes that failed or
+    were killed before their commit. Committed data, and all history
+    reachable from a branch or tag, is kept: history is only shortened when
+    ``expire_older_than`` is given.
+
+    Parameters
+    ----------
+    store
+        An ``icechunk.Repository``, an ``s3://`` URL or the path of a local
+        repository.
+    older_than
+        Only objects written longer ago than this are deleted. Uncommitted
+        chunks of computes still running look like orphans; this age is what
+        protects them, so it must exceed the longest running compute. Zero or
+        negative ages (a cutoff now or in the future) are refused unless
+        ``idle``.
+    idle
+        Promise that nothing writes to the repository while ``gc`` runs
+        (no compute, no other writer), which allows ``older_than`` of zero
+        or less: everything unreferenced goes, however young.
+    dry_run
+        Count what would be deleted, delete nothing.
+    expire_older_than
+        Also drop the snapshots written longer ago than this from the
+        history of every branch and tag (each tip, the first snapshot and
+        everything newer are kept), so that the chunks only they refer to
+        are deleted too. Reading those snapshots, and ``history()`` past the
+        cutoff, is then impossible. Default: history is never touched.
+        Cannot be combined with ``dry_run``; zero or less needs ``idle``.
+    storage_options
+        Settings of an ``s3://`` store, as for :class:`~dask_hizt.Hist`.
+
+    Returns
+    -------
+    GcReport
+        Counts of what was (or would be) deleted.
+
+    Raises
+    ------
+    StoreError
+        If ``store`` is not an existing repository.
+    ValueError
+        For a cutoff that could delete the chunks of running computes, or
+        ``expire_older_than`` with ``dry_run``.
+
+    Notes
+    -----
+    On local storage the repository's commit lock is held throughout, so no
+    commit of dask_hizt lands halfway through the collection.
+    """
+    risks = {
+        "older_than": "delete the uncommitted chunks of computes still running",
+        "expire_older_than": "expire the snapshots computes still running started from",
+    }
+    for name, age in (
+        ("older_than", older_than),
+        ("expire_older_than", expire_older_than),
+    ):
+        if age is not None and age <= dt.timedelta(0) and not idle:
+            msg = (
+                f"{name}={age!r} could {risks[name]}; pass idle=True if "
+                "nothing writes to the repository meanwhile"
+            )
+            raise ValueError(msg)
+    if expire_older_than is not None and dry_run:
+        msg = "expire_older_than cannot be dry-run: icechunk expires history at once"
+        raise ValueError(msg)
+    ref = RepoRef.from_store(store, create=False, storage_options=storage_options)
+    start = time.perf_counter()
+    expired: set[str] = set()
+    with ref.lock():
+        now = dt.datetime.now(dt.UTC)
+        if expire_older_than is not None:
+            expired = ref.repo.expire_snapshots(now - expire_older_than)
+        cutoff = now - older_than
+        summary = ref.repo.garbage_collect(cutoff, dry_run=dry_run)
+    report = GcReport(
+        cutoff=cutoff,
+        dry_run=dry_run,
+        chunks_deleted=int(summary.chunks_deleted),
+        manifests_deleted=int(summary.manifests_deleted),
+        snapshots_deleted=int(summary.snapshots_deleted),
+        transaction_logs_deleted=int(summary.transaction_logs_deleted),
+        attributes_deleted=int(summary.attributes_deleted),
+        bytes_freed=int(summary.bytes_deleted),
+        snapshots_expired=len(expired),
+        failed_deletes=int(summary.objects_failed_to_delete),
+        skipped_phases=tuple(str(p) for p in summary.skipped_phases),
+        seconds=time.perf_counter() - start,
+    )
+    log.info("gc of %s: %s", ref.local_path or ref.url or "a repository", report)
+    return report
