@@ -12,7 +12,7 @@ runs.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -215,13 +215,18 @@ class Hist(_Computes):
     storage
         A boost-histogram storage: Double (default), Int64 or Weight.
     store
-        An ``icechunk.Repository`` or the path of a local repository (created
-        if missing).
+        An ``icechunk.Repository``, an ``s3://bucket/prefix`` URL or the path
+        of a local repository (a URL or path is created as a repository if
+        none is there).
     path
         Path of the histogram's group in the repository. If a histogram is
         already there it must have the same axes and storage; computes add to it.
     branch
         Branch to commit to.
+    storage_options
+        Settings of an ``s3://`` store (``endpoint_url``, ``region``,
+        ``access_key_id``, ...; see :mod:`dask_hizt.storage`); by default
+        they come from the standard AWS environment variables.
 
     Examples
     --------
@@ -236,10 +241,11 @@ class Hist(_Computes):
         store: Any,
         path: str,
         branch: str = "main",
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         self._schema = Schema.from_axes(axes, storage)
         self._path = check_path(path)
-        self._ref = RepoRef.from_store(store)
+        self._ref = RepoRef.from_store(store, storage_options=storage_options)
         self._branch = branch
         # Checked now, created by the first compute (with every other new
         # histogram of that compute, in one commit).
@@ -556,6 +562,7 @@ def histogram(
     store: Any,
     path: str,
     branch: str = "main",
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Hist:
     """A one-dimensional stored histogram of ``x``, like ``numpy.histogram``.
 
@@ -569,7 +576,7 @@ def histogram(
         Lower and upper edge; required with an integer ``bins``.
     weights
         Per-entry weights, partitioned like ``x``.
-    storage, store, path, branch
+    storage, store, path, branch, storage_options
         As for :class:`Hist`.
 
     Returns
@@ -585,5 +592,12 @@ def histogram(
         axis = hist.axis.Regular(int(bins), float(range[0]), float(range[1]), name="")
     else:
         axis = hist.axis.Variable(list(bins), name="")
-    h = Hist(axis, storage=storage, store=store, path=path, branch=branch)
+    h = Hist(
+        axis,
+        storage=storage,
+        store=store,
+        path=path,
+        branch=branch,
+        storage_options=storage_options,
+    )
     return h.fill(x, weight=weights)

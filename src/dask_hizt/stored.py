@@ -196,24 +196,28 @@ def open(
     snapshot_id: str | None = None,
     tag: str | None = None,
     branch: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> StoredHist:
     """Open a committed histogram.
 
     Parameters
     ----------
     store
-        An ``icechunk.Repository`` or the path of a local repository.
+        An ``icechunk.Repository``, an ``s3://bucket/prefix`` URL or the path
+        of a local repository.
     path
         The histogram's path in the repository.
     snapshot_id, tag, branch
         Which committed state to read; at most one. Default: the tip of
         ``main``.
+    storage_options
+        Settings of an ``s3://`` store, as for :class:`~dask_hizt.Hist`.
     """
     given = [x for x in (snapshot_id, tag, branch) if x is not None]
     if len(given) > 1:
         msg = "give at most one of snapshot_id=, tag= and branch="
         raise StoreError(msg)
-    ref = RepoRef.from_store(store, create=False)
+    ref = RepoRef.from_store(store, create=False, storage_options=storage_options)
     path = check_path(path)
     repo = ref.repo
     try:

@@ -40,6 +40,7 @@ from ._algebra import for_storage
 from .errors import CommitError, NotAHistogramError, SchemaMismatchError, StoreError
 from .layout import Layout
 from .schema import FORMAT_VERSION, Schema
+from .storage import cache_key, is_url, open_repository, parse_url
 
 __all__ = [
     "RepoRef",
@@ -67,24 +68,44 @@ class RepoRef:
     local_path
         Directory of a local-filesystem repository, used for the commit lock;
         ``None`` for object storage, whose conditional writes need no lock.
+    url
+        The ``s3://bucket/prefix`` URL the repository was opened from, if any
+        (named in errors; never holds credentials).
     """
 
     repo: icechunk.Repository
     local_path: str | None = None
+    url: str | None = None
 
     @classmethod
-    def from_store(cls, store: Any, *, create: bool = True) -> RepoRef:
-        """Resolve a ``store=`` argument: a repository, or a local directory
-        (created as a repository if it does not exist and ``create``)."""
+    def from_store(
+        cls,
+        store: Any,
+        *,
+        create: bool = True,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> RepoRef:
+        """Resolve a ``store=`` argument: a repository, an ``s3://bucket/prefix``
+        URL (see :mod:`dask_hizt.storage`; ``storage_options`` are its
+        settings), or a local directory; a URL or directory is created as a
+        repository if none is there and ``create``."""
         if isinstance(store, RepoRef):
             return store
         if isinstance(store, icechunk.Repository):
             return cls(store, _local_path_of(store))
+        if storage_options and not (isinstance(store, str) and is_url(store)):
+            msg = "storage_options= is only for stores given as s3:// URLs"
+            raise StoreError(msg)
+        if isinstance(store, str) and is_url(store):
+            url = parse_url(store)
+            key = cache_key(url, storage_options)
+            ref = _OPENED_URLS.get(key)
+            if ref is None:
+                repo = open_repository(url, storage_options, create=create)
+                ref = _OPENED_URLS[key] = cls(repo, None, str(url))
+            return ref
         if isinstance(store, str | os.PathLike):
             text = os.fspath(store)
-            if "://" in text:
-                msg = f"store {text!r}: only local paths and icechunk.Repository objects are supported"
-                raise StoreError(msg)
             path = Path(text).expanduser().resolve()
             cached = _OPENED.get(str(path))
             if cached is not None and path.is_dir():
@@ -125,6 +146,8 @@ class RepoRef:
 # Local repositories opened in this process, by directory: many Hist objects
 # on one path share one Repository (and its caches) instead of reopening it.
 _OPENED: dict[str, RepoRef] = {}
+# The same for object storage, by URL and effective settings.
+_OPENED_URLS: dict[tuple[str, ...], RepoRef] = {}
 
 
 def _open_local(storage: icechunk.Storage, create: bool) -> icechunk.Repository:
