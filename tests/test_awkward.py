@@ -155,3 +155,36 @@ def test_jagged_arguments_that_do_not_line_up(tmp_path: Path, repo_path: Path) -
     with pytest.raises(dh.FillError, match="do not broadcast"):
         h.compute()
     assert _messages(repo_path)[-len(before) :] == before
+
+
+def test_a_rerun_reads_only_the_partitions_not_yet_in(
+    tmp_path: Path, repo_path: Path
+) -> None:
+    events, data = _events(tmp_path, seed=4)
+    ids = [f"events.parquet:row-group-{i}" for i in range(4)]
+
+    def job(parts: Any, taken: list[str]) -> dh.Hist:
+        h = dh.Hist(*AXES, storage=hist.storage.Weight(), store=repo_path, path="pt")
+        return h.fill(
+            dataset="DY", pt=parts.Muon.pt, weight=parts.w, partition_ids=taken
+        )
+
+    job(events.partitions[[0, 1]], ids[:2]).compute()
+    h = job(events, ids)
+    assert h.pending() == ids[2:]
+    # only the two missing row groups are read, and only the filled columns
+    graph = dask.base.collections_to_dsk([h], optimize_graph=True)
+    reads = [
+        k
+        for k in graph
+        if str(k[0] if isinstance(k, tuple) else k).startswith("from-parquet")
+    ]
+    assert len(reads) == 2
+    (columns,) = dak.report_necessary_columns(h).values()
+    assert columns == frozenset({"Muon.pt", "w"})
+    expected = hist.Hist(*AXES, storage=hist.storage.Weight()).fill(
+        dataset="DY",
+        pt=ak.flatten(data.Muon.pt),
+        weight=ak.flatten(ak.broadcast_arrays(data.w, data.Muon.pt)[0]),
+    )
+    assert_hist_equal(h.compute(), expected)

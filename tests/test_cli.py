@@ -56,6 +56,23 @@ def test_demo_fills_on_a_local_cluster_and_prints_history(tmp_path: Path) -> Non
     )
     assert list(got.axes[0]) == list(DATASETS)
 
+    # run again: every partition is in already; nothing is added or committed
+    again = _run(
+        "demo",
+        "--events",
+        "40000",
+        "--partitions",
+        "4",
+        "--store",
+        "demo.icechunk",
+        cwd=tmp_path,
+    )
+    assert again.returncode == 0, again.stderr
+    assert "4 of them are in the histogram already" in again.stdout
+    assert dh.open(tmp_path / "demo.icechunk", "demo/pt_eta").snapshot_id == (
+        stored.snapshot_id
+    )
+
 
 def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("not a repository")

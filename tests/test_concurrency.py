@@ -29,7 +29,7 @@ import dask_hizt as dh
 from dask_hizt import transaction
 
 N = 20_000
-CATEGORIES = ["p0", "p1", "p2"]
+CATEGORIES = ["p0", "p1", "p2", "p3"]
 
 
 def _axes() -> tuple[Any, ...]:
@@ -174,9 +174,9 @@ def _check_history(repo_path: Path, reports: list[dict[str, str]]) -> dh.StoredH
 
 
 def test_processes_overlapping_chunks(tmp_path: Path) -> None:
-    """Three processes fill the same category and range: every chunk is written by all of them."""
+    """Four processes fill the same category and range: every chunk is written by all of them."""
     repo_path = tmp_path / "repo.icechunk"
-    categories, seeds = ["p1", "p1", "p1"], [101, 102, 103]
+    categories, seeds = ["p1"] * 4, [101, 102, 103, 104]
     reports = _run_processes(tmp_path, repo_path, categories, seeds)
     stored = _check_history(repo_path, reports)
     assert_hist_equal(stored, _expected(categories, seeds))
@@ -185,16 +185,16 @@ def test_processes_overlapping_chunks(tmp_path: Path) -> None:
     snaps = [s.id for s in repo.ancestry(branch="main")]
     diffs = [
         repo.diff(from_snapshot_id=snaps[i + 1], to_snapshot_id=snaps[i]).updated_chunks
-        for i in range(3)
+        for i in range(4)
     ]
-    assert diffs[0] == diffs[1] == diffs[2]
+    assert diffs[0] == diffs[1] == diffs[2] == diffs[3]
     assert len(diffs[0]["/h/value"]) > 1
 
 
 def test_processes_disjoint_chunks(tmp_path: Path) -> None:
     """Each process fills its own category: the commits touch disjoint chunks."""
     repo_path = tmp_path / "repo.icechunk"
-    categories, seeds = ["p0", "p1", "p2"], [201, 202, 203]
+    categories, seeds = ["p0", "p1", "p2", "p3"], [201, 202, 203, 204]
     reports = _run_processes(tmp_path, repo_path, categories, seeds)
     stored = _check_history(repo_path, reports)
     assert_hist_equal(stored, _expected(categories, seeds))
@@ -207,10 +207,10 @@ def test_processes_disjoint_chunks(tmp_path: Path) -> None:
                 from_snapshot_id=snaps[i + 1], to_snapshot_id=snaps[i]
             ).updated_chunks["/h/value"]
         }
-        for i in range(3)
+        for i in range(4)
     ]
     assert all(chunk_sets)
-    for i in range(3):
+    for i in range(4):
         for j in range(i):
             assert not chunk_sets[i] & chunk_sets[j]
 
@@ -279,12 +279,12 @@ def test_first_use_of_a_repository_from_two_threads(tmp_path: Path) -> None:
 
     with ThreadPoolExecutor(2) as pool:
         made = list(pool.map(make, range(2), timeout=60))
-    x, n = _data(401)
-    for h in made:
+    for seed, h in enumerate(made, start=401):
+        x, n = _data(seed)
         h.fill(
             proc="p2",
             x=da.from_array(x, chunks=N // 2),
             n=da.from_array(n, chunks=N // 2),
         )
         h.compute(scheduler="sync")
-    assert_hist_equal(dh.open(repo_path, "h"), _expected(["p2", "p2"], [401, 401]))
+    assert_hist_equal(dh.open(repo_path, "h"), _expected(["p2", "p2"], [401, 402]))

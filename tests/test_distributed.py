@@ -156,8 +156,8 @@ def test_many_chunks_several_owners_one_commit_per_compute(
     client: Any, repo_path: Path
 ) -> None:
     del client
-    df = _data(seed=15)
-    ddf = dd.from_pandas(df, npartitions=6)
+    df, df2 = _data(seed=15), _data(seed=16)
+    ddf, ddf2 = dd.from_pandas(df, npartitions=6), dd.from_pandas(df2, npartitions=6)
     axes = (
         hist.axis.StrCategory(["DY", "QCD", "TT"], name="dataset"),
         hist.axis.Regular(60, 0, 300, name="pt"),
@@ -175,14 +175,16 @@ def test_many_chunks_several_owners_one_commit_per_compute(
         start = _snapshots(h.repository)
         first = h.compute()
         after_first = _snapshots(h.repository)
-        second = h.compute()
+        h2 = dh.Hist(*axes, storage=hist.storage.Int64(), store=repo_path, path="big")
+        second = h2.fill(dataset=ddf2.ds, pt=ddf2.pt, eta=ddf2.eta).compute()
         after_second = _snapshots(h.repository)
     assert first.layout.n_chunks >= 50
     once = hist.Hist(*axes, storage=hist.storage.Int64()).fill(
         dataset=df.ds, pt=df.pt, eta=df.eta
     )
+    both = once.copy().fill(dataset=df2.ds, pt=df2.pt, eta=df2.eta)
     assert_hist_equal(first, once)
-    assert_hist_equal(second, once + once)
+    assert_hist_equal(second, both)
     # exactly one new commit per compute, each on top of the previous one
     assert after_first == [first.snapshot_id, *start]
     assert after_second == [second.snapshot_id, *after_first]
@@ -190,7 +192,33 @@ def test_many_chunks_several_owners_one_commit_per_compute(
     assert [c.snapshot_id for c in fills] == [second.snapshot_id, first.snapshot_id]
     assert all(len(c.inputs) == 6 for c in fills)
     # a fresh handle on the branch tip reads the same
-    assert_hist_equal(dh.open(repo_path, "big"), once + once)
+    assert_hist_equal(dh.open(repo_path, "big"), both)
+
+
+@pytest.mark.parametrize("checkpoint", [3, "0s"], ids=["every-3", "time"])
+def test_checkpointed_compute_on_the_cluster(
+    client: Any, repo_path: Path, checkpoint: Any
+) -> None:
+    del client
+    df = _data(seed=17)
+    ddf = dd.from_pandas(df, npartitions=8)
+    axes = (
+        hist.axis.StrCategory(["DY", "QCD", "TT"], name="dataset"),
+        hist.axis.Regular(40, 0, 200, name="pt"),
+    )
+    with dask.config.set({"dask_hizt.chunk-bytes": "256B", "dask_hizt.owners": 3}):
+        h = dh.Hist(*axes, storage=hist.storage.Weight(), store=repo_path, path="c")
+        h.fill(dataset=ddf.ds, pt=ddf.pt, weight=ddf.w)
+        with dask.config.set({"dask_hizt.checkpoint-step": 3}):
+            stored = h.compute(checkpoint=checkpoint)
+    expected = hist.Hist(*axes, storage=hist.storage.Weight())
+    expected.fill(dataset=df.ds, pt=df.pt, weight=df.w)
+    assert_hist_equal(stored, expected, rtol=1e-12)
+    fills = [c for c in stored.history() if c.inputs]
+    # 8 partitions in batches of 3: three commits, the partitions in each once
+    assert sorted(len(c.inputs) for c in fills) == [2, 3, 3]
+    assert len({x for c in fills for x in c.inputs}) == 8
+    assert h.pending() == []
 
 
 def test_two_histograms_in_one_dask_compute(client: Any, repo_path: Path) -> None:

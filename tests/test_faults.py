@@ -21,7 +21,6 @@ import hist
 import icechunk
 import numpy as np
 import pytest
-import zarr
 from conftest import assert_hist_equal
 
 import dask_hizt as dh
@@ -93,21 +92,26 @@ def _history(repo: Path) -> list[str]:
 
 
 def _fail_setitem_at(monkeypatch: pytest.MonkeyPatch, at: int) -> list[int]:
-    """Make the ``at``-th chunk write of any zarr array raise OSError."""
+    """Make the ``at``-th chunk write into any icechunk store raise OSError.
+
+    Chunk writes are ``set`` calls of chunk keys (``<array>/c/...``), whether
+    they come from zarr or from the owners' raw chunk path.
+    """
     calls = [0]
     lock = threading.Lock()
-    original = zarr.AsyncArray.setitem
+    original = icechunk.IcechunkStore.set
 
-    async def setitem(self: Any, *args: Any, **kwargs: Any) -> Any:
-        with lock:
-            calls[0] += 1
-            fail = calls[0] == at
-        if fail:
-            msg = "injected write failure"
-            raise OSError(msg)
-        return await original(self, *args, **kwargs)
+    async def set_(self: Any, key: str, *args: Any, **kwargs: Any) -> Any:
+        if "/c/" in key:
+            with lock:
+                calls[0] += 1
+                fail = calls[0] == at
+            if fail:
+                msg = "injected write failure"
+                raise OSError(msg)
+        return await original(self, key, *args, **kwargs)
 
-    monkeypatch.setattr(zarr.AsyncArray, "setitem", setitem)
+    monkeypatch.setattr(icechunk.IcechunkStore, "set", set_)
     return calls
 
 
@@ -310,6 +314,12 @@ def _damage(repo: Path, name: str, how: str) -> None:
     data = path.read_bytes()
     if how == "overwritten":
         path.write_bytes(b"\0" * len(data))
+    elif how == "flipped":
+        # one byte inside the compressed frame: caught by zstd's checksum
+        middle = len(data) // 2
+        path.write_bytes(
+            data[:middle] + bytes([data[middle] ^ 0x10]) + data[middle + 1 :]
+        )
     elif how == "truncated":
         path.write_bytes(data[: len(data) // 2])
     else:
@@ -324,7 +334,7 @@ READERS = {
 }
 
 
-@pytest.mark.parametrize("how", ["overwritten", "truncated", "missing"])
+@pytest.mark.parametrize("how", ["overwritten", "flipped", "truncated", "missing"])
 @pytest.mark.parametrize("reader", list(READERS))
 def test_damaged_chunk_on_read_names_histogram_array_and_chunk(
     repo_path: Path, how: str, reader: str
@@ -341,7 +351,11 @@ def test_damaged_chunk_on_read_names_histogram_array_and_chunk(
     assert "histogram 'h', array 'value', chunk (1, 0)" in message
     assert "'h/value/c/1/0'" in message
     # a truncated object fails the range read, or zstd, depending on the cut
-    words = {"overwritten": ["corrupt"], "truncated": ["truncated", "corrupt"]}
+    words = {
+        "overwritten": ["corrupt"],
+        "flipped": ["corrupt"],
+        "truncated": ["truncated", "corrupt"],
+    }
     assert any(w in message for w in words.get(how, ["missing"]))
     # the error crosses process boundaries (a distributed worker's error) intact
     again = pickle.loads(pickle.dumps(err))

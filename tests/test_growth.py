@@ -120,7 +120,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_racing_computes_adding_different_values_both_land(tmp_path: Path) -> None:
+def test_four_racing_computes_adding_different_values_all_land(tmp_path: Path) -> None:
     repo = tmp_path / "repo.icechunk"
     axes = (
         hist.axis.StrCategory([], growth=True, name="d"),
@@ -129,7 +129,7 @@ def test_racing_computes_adding_different_values_both_land(tmp_path: Path) -> No
     # the racers also race to create the histogram
     dh.Hist(*axes, storage=hist.storage.Int64(), store=repo, path="g")
     start = tmp_path / "start"
-    labels = ["p", "q", "p"]
+    labels = ["p", "q", "r", "p"]
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", SCRIPT, str(repo), str(start), label, str(seed)]

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import boost_histogram as bh
+import dask
 import hist
 import icechunk
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 import zarr
 
 import dask_hizt as dh
+from dask_hizt._fill import Target
 from dask_hizt.layout import Layout
 from dask_hizt.schema import FORMAT_VERSION, Schema
 
@@ -113,6 +115,47 @@ def test_layout_chunks_categories_by_one_and_dense_axes_by_budget() -> None:
     np.testing.assert_array_equal(
         chunk_of, np.ravel_multi_index(grid_coords, layout.grid)
     )
+
+
+def test_auto_chunks_are_1_mib_until_an_array_would_have_too_many() -> None:
+    cube = Schema.from_axes(
+        [hist.axis.Regular(1000, 0, 1, name=n) for n in "xyz"], hist.storage.Double()
+    )
+    assert dask.config.get("dask_hizt.chunk-bytes") == "auto"
+    layout = Layout.for_schema(cube)
+    # 1 MiB = 131072 doubles: the last axis (1002 with flow), then 130 rows
+    assert layout.chunks == (1, 130, 1002)
+    assert layout.n_chunks == 1002 * 8 <= 10_000
+    with dask.config.set({"dask_hizt.max-chunks": 1000}):
+        big = Layout.for_schema(cube)
+    # 8 GB in about 1000 chunks: a budget of 8 MiB = 1,048,576 doubles, cut
+    # along whole axes: two full axes (1002 x 1002) per chunk
+    assert big.chunks == (1, 1002, 1002)
+    small = Layout.for_schema(
+        Schema.from_axes([hist.axis.Regular(100, 0, 1, name="x")], None)
+    )
+    assert small.chunks == (102,)
+
+
+def test_auto_owners_follow_size_chunks_and_cluster(repo_path: Path) -> None:
+    from dask_hizt._plan import _owners  # the rule, without a cluster
+
+    axes = (
+        hist.axis.Regular(200, 0, 1, name="x"),
+        hist.axis.Regular(100, 0, 1, name="y"),
+    )
+    with dask.config.set({"dask_hizt.chunk-bytes": "2KiB"}):
+        h = dh.Hist(*axes, store=repo_path, path="h")
+    stored = h.fill(x=np.array([0.5]), y=np.array([0.5])).compute()
+    schema, layout = stored.schema, stored.layout
+    assert layout.n_chunks == 101  # 2 KiB: 2 of the 202 rows of 102 bins
+    target = Target("h", schema, layout, 0, 0)
+    session = stored.repository.writable_session("main")
+    for threads, owners in [(1, 1), (4, 4), (64, 101 // 8)]:
+        with dask.config.set({"num_workers": threads}):
+            assert len(_owners([target], session)) == owners
+    with dask.config.set({"dask_hizt.owners": 5}):
+        assert len(_owners([target], session)) == 5
 
 
 @pytest.mark.parametrize("bad", ["", "/abs", "a/../b", "..", "a//b", "./a", "a\\b"])

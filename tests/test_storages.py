@@ -87,14 +87,17 @@ def test_mean_accumulates_over_computes_and_concurrently(
     h = dh.Hist(*axes, storage=hist.storage.Mean(), store=repo_path, path="m")
     h.fill(_lazy(data["x"]), sample=_lazy(data["s"]))
     h.compute()
-    # two more computes racing in threads: the loser replays its merge on top of the winner's
+    # two more computes of new data racing in threads: the loser replays its
+    # merge on top of the winner's
     h2 = dh.Hist(*axes, storage=hist.storage.Mean(), store=repo_path, path="m")
     h2.fill(_lazy(data["x"][::-1]), sample=_lazy(data["s"] * 1.5))
+    h3 = dh.Hist(*axes, storage=hist.storage.Mean(), store=repo_path, path="m")
+    h3.fill(_lazy(data["x"]), sample=_lazy(data["s"] * 0.5))
     with ThreadPoolExecutor(2) as pool:
-        list(pool.map(lambda lazy: lazy.compute(scheduler="threads"), [h, h2]))
+        list(pool.map(lambda lazy: lazy.compute(scheduler="threads"), [h3, h2]))
     expected = hist.Hist(*axes, storage=hist.storage.Mean())
-    for _ in range(2):
-        expected.fill(data["x"], sample=data["s"])
+    expected.fill(data["x"], sample=data["s"])
+    expected.fill(data["x"], sample=data["s"] * 0.5)
     expected.fill(data["x"][::-1], sample=data["s"] * 1.5)
     assert_hist_equal(dh.open(repo_path, "m"), expected, rtol=1e-12)
 

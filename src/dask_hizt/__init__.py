@@ -15,6 +15,7 @@ from .collection import Hist, HistSet, compute, histogram
 from .errors import (
     CommitError,
     CorruptChunkError,
+    DuplicateInputError,
     FillError,
     HiztError,
     NotAHistogramError,
@@ -33,6 +34,7 @@ __all__ = [
     "Commit",
     "CommitError",
     "CorruptChunkError",
+    "DuplicateInputError",
     "FillError",
     "GcReport",
     "Hist",

@@ -11,9 +11,9 @@ repository is damaged (each case is reproduced in tests/test_faults.py):
 * the object (or the manifest listing it) missing: ``icechunk.StorageError``
   of kind ``OBJECT_NOT_FOUND``.
 
-Bytes changed *inside* a zstd frame that still parses are not detected:
-zarr's default zstd codec writes no checksum, so such a chunk reads back
-with wrong counts. Only these exact errors are translated; anything else
+Bytes changed *inside* a zstd frame fail its checksum (the arrays are
+created with ``ZstdCodec(checksum=True)``), which raises the same
+decompression error. Only these exact errors are translated; anything else
 (a network error, a bug) propagates unchanged.
 """
 

@@ -18,9 +18,10 @@ whole histogram, and the graph grows like P x levels + O x log(P).
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -30,13 +31,23 @@ import dask.config
 from dask.blockwise import blockwise, fuse_roots, optimize_blockwise
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
+from ._checkpoint import (
+    BatchCommit,
+    ChainState,
+    Gate,
+    pick_fork,
+    snapshot_of,
+    write_batch,
+)
 from ._fill import FillTask
 from ._lazy import FillBlock, make_lazy
 from ._partial import combine
 from ._writer import Owner
+from .schema import ATTR_KEY
 from .transaction import RepoRef, commit_forks
 
 __all__ = [
+    "Checkpoint",
     "Commit",
     "FillBlock",
     "StoreLayer",
@@ -51,14 +62,35 @@ Key = Hashable
 
 @dataclass(frozen=True)
 class Commit:
-    """The commit of one repository: which key spaces' owners it merges."""
+    """The commit of one repository: which key spaces' owners it merges.
+
+    ``inputs`` gives, per fill task, the identities of the partitions it
+    adds to each histogram of the repository (all of whose paths are in
+    ``paths``); ``metadata`` is the rest of the commit's metadata.
+    """
 
     ref: RepoRef
     branch: str
     base: str
     spaces: tuple[int, ...]
-    message: str
+    paths: tuple[str, ...]
     metadata: dict[str, Any]
+    inputs: tuple[Mapping[str, Sequence[str]], ...]
+
+    @property
+    def what(self) -> str:
+        """The histograms, for commit messages."""
+        return (
+            self.paths[0] if len(self.paths) == 1 else f"{len(self.paths)} histograms"
+        )
+
+    def inputs_of(self, fills: Sequence[int]) -> dict[str, list[str]]:
+        """Per path, the identities the fill tasks ``fills`` add."""
+        out: dict[str, list[str]] = {p: [] for p in self.paths}
+        for i in fills:
+            for path, ids in self.inputs[i].items():
+                out[path].extend(ids)
+        return out
 
 
 def route_and_write(
@@ -68,6 +100,7 @@ def route_and_write(
     owners: Sequence[Owner],
     split_every: int,
     space: int | None = None,
+    make_owner: Callable[[int, list[Any]], Any] | None = None,
 ) -> list[Key]:
     """Add routing and owner tasks of one key space to ``dsk``; return the owners' keys.
 
@@ -86,6 +119,9 @@ def route_and_write(
     space
         Which element of the fill tasks' output tuples is this key space's
         partial (``None``: the fill output is the partial itself).
+    make_owner
+        Makes the task of owner ``o`` from its routed children; by default
+        ``(owners[o], children)``.
     """
     if not fill_keys:
         return []  # nothing filled: nothing to write
@@ -120,7 +156,11 @@ def route_and_write(
                 key: Key
                 if final:
                     key = (f"hizt-write-{name}", o0)
-                    dsk[key] = (owners[o0], children)
+                    dsk[key] = (
+                        (owners[o0], children)
+                        if make_owner is None
+                        else make_owner(o0, children)
+                    )
                 else:
                     key = (f"hizt-route-{name}", level, nri, ng)
                     lo = owners[o0].key_range[0]
@@ -237,14 +277,15 @@ def compute_graph(
     fill_keys: Sequence[Key],
     spaces: Sequence[Sequence[Owner]],
     commits: Sequence[Commit],
+    checkpoint: Checkpoint | None = None,
 ) -> dict[Key, Any]:
     """The tasks of one compute after the fills: routing, owners and the commits.
 
     Parameters
     ----------
     name
-        Key name of the commit tasks, ``(name, i)`` for ``commits[i]``: the
-        outputs of the compute.
+        Key name of the outputs, ``(name, i)`` for ``commits[i]``: the
+        snapshot id each repository's (last) commit made.
     token
         Suffix that makes the other key names unique.
     fill_keys
@@ -253,23 +294,124 @@ def compute_graph(
         Per key space, its owners in key order.
     commits
         One per repository.
+    checkpoint
+        Commit in batches of fill tasks (see :mod:`._checkpoint`); by
+        default ONE commit per repository.
     """
     dsk: dict[Key, Any] = {}
     split_every = int(dask.config.get("dask_hizt.split-every"))
+    if checkpoint is not None and len(fill_keys) > checkpoint.batch:
+        _checkpointed(dsk, name, token, fill_keys, spaces, commits, checkpoint)
+        return dsk
     writers = [
         route_and_write(dsk, f"{token}-{s}", fill_keys, owners, split_every, space=s)
         for s, owners in enumerate(spaces)
     ]
+    everything = range(len(fill_keys))
     for i, c in enumerate(commits):
         keys = [k for s in c.spaces for k in writers[s]]
+        metadata = dict(c.metadata)
+        metadata[ATTR_KEY] = {
+            **metadata[ATTR_KEY],
+            "histograms": {
+                p: {"inputs": ids} for p, ids in c.inputs_of(everything).items()
+            },
+        }
         dsk[(name, i)] = (
             commit_forks,
             c.ref,
             c.branch,
             c.base,
             keys,
-            c.message,
-            c.metadata,
+            f"dask_hizt: fill {c.what} from {len(fill_keys)} partitions",
+            metadata,
             f"{name}-{i}",
         )
     return dsk
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Commit every ``batch`` fill tasks, or (``seconds`` not ``None``) after
+    the first batch that ends ``seconds`` after the previous commit."""
+
+    batch: int
+    seconds: float | None
+    start: float
+
+
+def _checkpointed(
+    dsk: dict[Key, Any],
+    name: str,
+    token: str,
+    fill_keys: Sequence[Key],
+    spaces: Sequence[Sequence[Owner]],
+    commits: Sequence[Commit],
+    checkpoint: Checkpoint,
+) -> None:
+    """Routing, owners, gates and commits of a checkpointed compute."""
+    split_every = int(dask.config.get("dask_hizt.split-every"))
+    size = checkpoint.batch
+    batches = [
+        range(a, min(a + size, len(fill_keys))) for a in range(0, len(fill_keys), size)
+    ]
+    for i, c in enumerate(commits):
+        owned = [(s, o) for s in c.spaces for o in range(len(spaces[s]))]
+        forks = {so: j for j, so in enumerate(owned)}
+        prev: Key = (f"hizt-start-{token}", i)
+        dsk[prev] = ChainState(c.base, checkpoint.start)
+        for b, batch in enumerate(batches):
+            gate = (f"hizt-gate-{token}", i, b)
+            final = b == len(batches) - 1
+            dsk[gate] = (
+                Gate(c.ref, c.branch, len(forks), checkpoint.seconds, final),
+                prev,
+            )
+            writers: list[Key] = []
+            for s in c.spaces:
+                writers += route_and_write(
+                    dsk,
+                    f"{token}-{s}-b{b}",
+                    [fill_keys[k] for k in batch],
+                    spaces[s],
+                    split_every,
+                    space=s,
+                    make_owner=functools.partial(
+                        _batch_owner, dsk, token, gate, forks, spaces[s], s, b
+                    ),
+                )
+            step = BatchCommit(
+                c.ref,
+                c.branch,
+                c.what,
+                c.metadata,
+                f"{name}-{i}-{b}",
+                c.base,
+                b,
+                len(batches),
+                c.inputs_of(batch),
+                len(batch),
+            )
+            commit = (f"hizt-commit-{token}", i, b)
+            dsk[commit] = (step, gate, writers)
+            prev = commit
+        dsk[(name, i)] = (snapshot_of, prev)
+
+
+def _batch_owner(
+    dsk: dict[Key, Any],
+    token: str,
+    gate: Key,
+    forks: Mapping[tuple[int, int], int],
+    owners: Sequence[Owner],
+    s: int,
+    b: int,
+    o: int,
+    children: list[Any],
+) -> Any:
+    """Owner ``o`` of key space ``s`` in batch ``b``: it writes through the
+    fork its gate opened, after (and with what was carried by) batch ``b - 1``."""
+    fork = (f"hizt-fork-{token}", s, b, o)
+    dsk[fork] = (pick_fork, gate, forks[(s, o)])
+    before = (f"hizt-write-{token}-{s}-b{b - 1}", o) if b else None
+    return (write_batch, owners[o], fork, children, before)

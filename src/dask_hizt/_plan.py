@@ -9,6 +9,7 @@ into shared fill tasks, so each input partition is read once.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -24,13 +25,20 @@ from dask.utils import parse_bytes
 
 from . import __version__
 from ._fill import Arg, FillSpec, FillTask, Target
-from ._graph import Commit, StoreLayer, compute_graph, fill_layer, is_awkward
+from ._graph import (
+    Checkpoint,
+    Commit,
+    StoreLayer,
+    compute_graph,
+    fill_layer,
+    is_awkward,
+)
+from ._ledger import committed
 from ._stage import StagedLoad, read_header
 from ._writer import Owner, Segment
 from .errors import FillError
-from .schema import Schema, growing
+from .schema import ATTR_KEY, Schema, growing
 from .transaction import (
-    ATTR_KEY,
     RepoRef,
     prepare_histograms,
     read_histogram_meta,
@@ -58,8 +66,11 @@ def _repo_id(ref: RepoRef, branch: str) -> tuple[Any, str]:
     return (ref.local_path or id(ref.repo), branch)
 
 
-def plan(hists: Sequence[Hist], name: str, token: str) -> Plan:
-    """Build the graph that fills, writes and commits ``hists`` together."""
+def plan(
+    hists: Sequence[Hist], name: str, token: str, checkpoint: Checkpoint | None = None
+) -> Plan:
+    """Build the graph that fills, writes and commits ``hists`` together
+    (in batches, with a ``checkpoint``)."""
     # --- targets: one per histogram path per repository ------------------
     repos: dict[tuple[Any, str], int] = {}
     refs: list[tuple[RepoRef, str]] = []
@@ -90,18 +101,36 @@ def plan(hists: Sequence[Hist], name: str, token: str) -> Plan:
         space_size[s] += layout.n_keys
 
     # --- fills: shared fill tasks, one per partition index ----------------
-    queued: list[tuple[int, _Fill]] = [
-        (target_of[(repos[_repo_id(h._ref, h._branch)], h._path)], f)
-        for h in hists
-        for f in h._fills
+    # Partitions whose identities are in a histogram already are skipped;
+    # a fill left with some of its partitions reads just those.
+    done = [
+        committed(
+            refs[r][0].repo,
+            str(sessions[r].snapshot_id),
+            [p for (rr, p) in target_of if rr == r],
+        )
+        for r in range(len(refs))
     ]
-    sources = [s.collection for _, fill in queued for s in fill.sources()]
+    # (target, fill, identities, partitions taken: None for all)
+    queued: list[tuple[int, _Fill, list[str], tuple[int, ...] | None]] = []
+    for h in hists:
+        r = repos[_repo_id(h._ref, h._branch)]
+        t = target_of[(r, h._path)]
+        for f in h._fills:
+            ids = f.ids()
+            pending = [i for i, x in enumerate(ids) if x not in done[r][h._path]]
+            if len(pending) == len(ids):
+                queued.append((t, f, ids, None))
+            elif pending:
+                sub = [ids[i] for i in pending]
+                queued.append((t, f.partitions(pending), sub, tuple(pending)))
+    sources = [(s.collection, taken) for _, f, _, taken in queued for s in f.sources()]
     located = _inputs(sources)
     keys_of = iter(located)
     collection_of: dict[tuple[Key, ...], Any] = {}
 
-    groups: dict[int, list[tuple[int, FillSpec, list[list[Key]]]]] = {}
-    for t, fill in queued:
+    groups: dict[int, list[tuple[int, FillSpec, list[list[Key]], list[str]]]] = {}
+    for t, fill, ids, _ in queued:
         keys_per_arg: list[list[Key]] = []
 
         def arg(
@@ -120,22 +149,20 @@ def plan(hists: Sequence[Hist], name: str, token: str) -> Plan:
         spec = FillSpec(
             tuple(a for a in axes if a is not None), arg(fill.weight), arg(fill.sample)
         )
-        n = len(keys_per_arg[0]) if keys_per_arg else 1
-        groups.setdefault(n, []).append((t, spec, keys_per_arg))
+        groups.setdefault(len(ids), []).append((t, spec, keys_per_arg, ids))
 
     fill_keys: list[Key] = []
     fill_graphs: list[HighLevelGraph] = []
-    inputs_of: list[list[str]] = [[] for _ in targets]
+    # per fill task: per target, the identities of the partitions it adds
+    key_inputs: list[dict[int, list[str]]] = []
     for g, (n, members) in enumerate(groups.items()):
         # Each distinct input (its keys over the partitions) is one slot of the
         # fill task, however many fills and histograms read it.
         slots: dict[tuple[Key, ...], int] = {}
         fills = []
-        used: dict[int, set[int]] = {}
-        for t, spec, per_arg in members:
+        for t, spec, per_arg, _ in members:
             remap = [slots.setdefault(tuple(k), len(slots)) for k in per_arg]
             fills.append((t, _remap(spec, remap)))
-            used.setdefault(t, set()).update(remap)
         task = FillTask(tuple(targets), tuple(fills), tuple(space_size))
         slot_keys = list(slots)
         layer_name = f"hizt-fill-{token}-{g}"
@@ -146,8 +173,10 @@ def plan(hists: Sequence[Hist], name: str, token: str) -> Plan:
         )
         fill_keys.extend((layer_name, i) for i in range(n))
         for i in range(n):
-            for t, mine in used.items():
-                inputs_of[t].append(str([slot_keys[j][i] for j in sorted(mine)]))
+            per_target: dict[int, list[str]] = {}
+            for t, _, _, ids in members:
+                per_target.setdefault(t, []).append(ids[i])
+            key_inputs.append(per_target)
 
     # --- staged fills (dask_hizt.runner): one load task per group of files --
     staged = [(h, f) for h in hists for f in h._staged]
@@ -171,9 +200,12 @@ def plan(hists: Sequence[Hist], name: str, token: str) -> Plan:
             )
         )
         fill_keys.extend((layer_name, i) for i in range(len(groups_of)))
-        for h, f in staged:
-            t = target_of[(repos[_repo_id(h._ref, h._branch)], h._path)]
-            inputs_of[t].append(f"staged:{f.item}")
+        for group in groups_of:
+            per_target = {}
+            for h, sf in group:
+                t = target_of[(repos[_repo_id(h._ref, h._branch)], h._path)]
+                per_target.setdefault(t, []).append(f"staged:{sf.item}")
+            key_inputs.append(per_target)
 
     # --- owners and commits ------------------------------------------------
     owners = [
@@ -182,29 +214,22 @@ def plan(hists: Sequence[Hist], name: str, token: str) -> Plan:
     ]
     commits = []
     for r, (ref, branch) in enumerate(refs):
-        paths = [t.path for t in targets if spaces[t.space][0] == r]
-        metadata = {
-            ATTR_KEY: {
-                "version": __version__,
-                "histograms": {
-                    t.path: {"inputs": inputs_of[i]}
-                    for i, t in enumerate(targets)
-                    if spaces[t.space][0] == r
-                },
-            }
-        }
-        what = paths[0] if len(paths) == 1 else f"{len(paths)} histograms"
+        mine = [i for i, t in enumerate(targets) if spaces[t.space][0] == r]
         commits.append(
             Commit(
                 ref,
                 branch,
                 str(sessions[r].snapshot_id),
                 tuple(s for s in range(len(spaces)) if spaces[s][0] == r),
-                f"dask_hizt: fill {what} from {len(fill_keys)} partitions",
-                metadata,
+                tuple(targets[i].path for i in mine),
+                {ATTR_KEY: {"version": __version__}},
+                tuple(
+                    {targets[t].path: ids for t, ids in per.items() if t in set(mine)}
+                    for per in key_inputs
+                ),
             )
         )
-    dsk = compute_graph(name, token, fill_keys, owners, commits)
+    dsk = compute_graph(name, token, fill_keys, owners, commits, checkpoint)
     layers: dict[str, Any] = {}
     dependencies: dict[str, set[str]] = {}
     for fg in fill_graphs:
@@ -265,41 +290,55 @@ def prepare(hists: Sequence[Hist]) -> None:
         prepare_histograms(h._ref, h._branch, wanted, grow.get(rid, {}))
 
 
-def _inputs(sources: Sequence[Any]) -> list[tuple[list[Key], str | None, Any]]:
-    """Per source, its partitions' keys, for dataframe columns the column to
-    take from them, and the collection that computes them.
+def _inputs(
+    sources: Sequence[tuple[Any, tuple[int, ...] | None]],
+) -> list[tuple[list[Key], str | None, Any]]:
+    """Per source (a collection, and which partitions of the original it
+    holds: ``None`` for all), its partitions' keys, for dataframe columns the column to take
+    from them, and the collection that computes them.
 
-    dask.dataframe Series that can be aligned are gathered as the columns of
-    one optimised DataFrame, so each partition is read (or made) once however
-    many fills and histograms use it; dask.optimize() of separate dask-expr
-    collections fuses the read into every column instead.
+    dask.dataframe Series of the same partitions are gathered as the columns
+    of one optimised DataFrame, so each partition is read (or made) once
+    however many fills and histograms use it; dask.optimize() of separate
+    dask-expr collections fuses the read into every column instead. The
+    partitions are taken from the gathered frame: dask-expr assigns Series
+    that were cut to some partitions from the wrong partitions (dask 2025.3
+    and 2026.x).
     """
     located: list[tuple[list[Key], str | None, Any] | None] = [None] * len(sources)
-    frames: dict[int, list[int]] = {}
-    for i, c in enumerate(sources):
+    frames: dict[tuple[int, tuple[int, ...] | None], list[int]] = {}
+    for i, (c, taken) in enumerate(sources):
         if isinstance(c, da.Array) or is_awkward(c):
             located[i] = (list(flatten(c.__dask_keys__())), None, c)
         else:
-            frames.setdefault(c.npartitions, []).append(i)
-    for members in frames.values():
+            # Columns of different partitions (e.g. of fills that skip
+            # different ones) must not be zipped into one frame.
+            frames.setdefault((c.npartitions, taken), []).append(i)
+    colls = [c for c, _ in sources]
+    for (_, members_taken), members in frames.items():
         # The same column used by many fills becomes one column of the frame.
         column_of: dict[str, str] = {}
         for i in members:
-            column_of.setdefault(sources[i]._name, f"c{len(column_of)}")
-        columns = {column_of[sources[i]._name]: sources[i] for i in members}
+            column_of.setdefault(colls[i]._name, f"c{len(column_of)}")
+        columns = {column_of[colls[i]._name]: colls[i] for i in members}
         try:
             first, *rest = columns.items()
-            frame = first[1].to_frame(name=first[0]).assign(**dict(rest)).optimize()
+            frame = first[1].to_frame(name=first[0]).assign(**dict(rest))
         except (ValueError, NotImplementedError, TypeError):
             # Not co-aligned (e.g. unknown divisions of unrelated frames): one by one.
             for i in members:
-                one = sources[i].optimize()
+                one = _take(colls[i], sources[i][1]).optimize()
                 located[i] = (list(flatten(one.__dask_keys__())), None, one)
             continue
+        frame = _take(frame, members_taken).optimize()
         keys = list(flatten(frame.__dask_keys__()))
         for i in members:
-            located[i] = (keys, column_of[sources[i]._name], frame)
+            located[i] = (keys, column_of[colls[i]._name], frame)
     return [loc for loc in located if loc is not None]
+
+
+def _take(frame: Any, taken: tuple[int, ...] | None) -> Any:
+    return frame if taken is None else frame.partitions[list(taken)]
 
 
 def _unique(coll: Any) -> Any:
@@ -345,6 +384,17 @@ def _remap(spec: FillSpec, slots: Sequence[int]) -> FillSpec:
     )
 
 
+def _cluster_threads() -> int:
+    """Threads that run tasks: the distributed Client's cluster, else the
+    local scheduler's."""
+    try:
+        from distributed import default_client  # noqa: PLC0415 - optional
+
+        return max(1, int(sum(default_client().nthreads().values())))
+    except (ImportError, ValueError):
+        return int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
+
+
 def _owners(targets: Sequence[Target], session: Any) -> list[Owner]:
     """Cut a key space's chunks into owners of about ``dask_hizt.owner-bytes`` each.
 
@@ -362,10 +412,13 @@ def _owners(targets: Sequence[Target], session: Any) -> list[Owner]:
     setting = dask.config.get("dask_hizt.owners")
     if setting == "auto":
         per_owner = parse_bytes(dask.config.get("dask_hizt.owner-bytes"))
-        # Per-chunk I/O costs milliseconds: many small chunks need owners too.
+        least = int(dask.config.get("dask_hizt.owner-min-chunks"))
+        # Per-chunk I/O costs milliseconds: many small chunks need owners
+        # too, and every thread of the cluster can write.
         wanted = max(
             math.ceil(byte_start[-1] / per_owner),
             math.ceil(total_chunks / int(dask.config.get("dask_hizt.owner-chunks"))),
+            min(_cluster_threads(), total_chunks // max(1, least)),
         )
     else:
         wanted = int(setting)

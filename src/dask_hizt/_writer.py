@@ -58,9 +58,13 @@ class Owner:
 
     def __call__(self, partials: Sequence[Partial]) -> Written:
         """Merge the partials into the owned chunks; return the fork and what it wrote."""
+        return self.write(partials, self.fork)
+
+    def write(self, partials: Sequence[Partial], fork: Any) -> Written:
+        """Merge the partials into the owned chunks through ``fork``."""
         # Work on a fresh copy of the fork: a retried task must not find the
         # writes of an earlier attempt in an object it shares with it.
-        fork = pickle.loads(pickle.dumps(self.fork))
+        fork = pickle.loads(pickle.dumps(fork))
         lo, hi = self.key_range
         total = combine(partials, lo, hi)
         jobs = []

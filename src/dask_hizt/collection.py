@@ -11,6 +11,8 @@ runs.
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 import uuid
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,8 +26,10 @@ import numpy as np
 from dask.base import DaskMethodsMixin, is_dask_collection, tokenize
 from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph
+from dask.utils import parse_timedelta
 
-from ._graph import awkward_optimize, is_awkward, optimize
+from ._graph import Checkpoint, awkward_optimize, is_awkward, optimize
+from ._ledger import committed, default_ids
 from ._plan import Plan, plan, prepare
 from ._stage import StagedFile
 from .errors import FillError
@@ -55,12 +59,47 @@ class _Fill:
     axes: tuple[_Source, ...]
     weight: _Source | None
     sample: _Source | None = None
+    given: tuple[str, ...] | None = None  # the user's partition identities
 
     def sources(self) -> list[_Source]:
         return [s for s in self.args() if s is not None and s.partitioned]
 
     def args(self) -> tuple[_Source | None, ...]:
         return (*self.axes, self.weight, self.sample)
+
+    def ids(self) -> list[str]:
+        """The identity of each partition (see :mod:`dask_hizt._ledger`)."""
+        if self.given is not None:
+            return list(self.given)
+        sources = self.sources()
+        keys = (
+            list(flatten(sources[0].collection.__dask_keys__()))
+            if sources
+            else ["scalars"]
+        )
+        return default_ids(keys, _fill_token(self))
+
+    def partitions(self, taken: Sequence[int]) -> _Fill:
+        """The fill of some of its partitions only (dask.dataframe columns
+        stay whole: the plan takes the partitions of the frame it gathers
+        them into, see ``_plan._inputs``)."""
+
+        def sub(s: _Source | None) -> _Source | None:
+            if s is None or not s.partitioned:
+                return s
+            c = s.collection
+            if isinstance(c, da.Array):
+                return _Source(collection=c.blocks[list(taken)])
+            return _Source(collection=c.partitions[list(taken)] if is_awkward(c) else c)
+
+        axes = tuple(sub(a) for a in self.axes)
+        given = None if self.given is None else tuple(self.given[i] for i in taken)
+        return _Fill(
+            tuple(a for a in axes if a is not None),
+            sub(self.weight),
+            sub(self.sample),
+            given,
+        )
 
 
 def _is_scalar(value: Any) -> bool:
@@ -117,9 +156,35 @@ class _Computes(DaskMethodsMixin):
     _plan_cache: tuple[str, Plan] | None
     _grown: list[list[str]] | None
     _pinned: tuple[list[list[str]], tuple[str, Plan]] | None = None
+    _checkpoint: Any = None
 
     def _hists(self) -> list[Hist]:
         raise NotImplementedError
+
+    def compute(self, *, checkpoint: Any = None, **kwargs: Any) -> Any:
+        """Compute into the repositories, like ``dask.compute``.
+
+        Parameters
+        ----------
+        checkpoint
+            Commit in batches, so that a job that dies keeps what it
+            committed, and computing it again adds only the rest: an integer
+            commits every that many partitions; a duration (``"10 min"``, a
+            ``datetime.timedelta`` or seconds as a float) commits once that
+            much time has passed since the last commit, checked every
+            ``dask_hizt.checkpoint-step`` partitions. Default: the
+            ``dask_hizt.checkpoint`` setting, ``None``: ONE commit.
+        **kwargs
+            Passed to ``dask.compute``.
+        """
+        before = self._checkpoint
+        if checkpoint is not None:
+            self._checkpoint = checkpoint
+        try:
+            (result,) = dask.base.compute(self, traverse=False, **kwargs)
+            return result
+        finally:
+            self._checkpoint = before
 
     def _plan(self) -> tuple[str, Plan]:
         return _cached_plan(self, self._hists())
@@ -289,6 +354,7 @@ class Hist(_Computes):
         weight: Any = None,
         sample: Any = None,
         threads: int | None = None,
+        partition_ids: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> Self:
         """Queue a fill; nothing runs until the histogram is computed.
@@ -298,6 +364,13 @@ class Hist(_Computes):
         (broadcast to every entry). All partitioned arguments of one fill must
         be partitioned alike. ``weight`` is a scalar or an argument
         partitioned like the data.
+
+        Each partition of a fill goes into the histogram exactly once: a
+        compute skips partitions already committed to it (see
+        :meth:`pending`). A partition is known by its dask key and the fill's
+        arguments, or by ``partition_ids``: one unique string per partition
+        (e.g. a file name and entry range) that stays the same when the job
+        is built again.
         """
         del threads  # parallelism comes from dask
         storage = self._schema.storage.__name__
@@ -341,9 +414,23 @@ class Hist(_Computes):
         sources = [_source(given[i], f"axis {label[i]!r}") for i in range(len(names))]
         wsource = None if weight is None else _source(weight, "weight")
         ssource = None if sample is None else _source(sample, "sample")
-        self._fills.append(_align(_Fill(tuple(sources), wsource, ssource)))
+        fill = _align(_Fill(tuple(sources), wsource, ssource))
+        if partition_ids is not None:
+            fill = _with_ids(fill, partition_ids)
+        self._fills.append(fill)
         self._plan_cache = None
         return self
+
+    def pending(self) -> list[str]:
+        """Identities of the queued fills' partitions that are not in the
+        stored histogram yet (at the branch's tip): what a compute would add.
+
+        Examples
+        --------
+        >>> h.fill(x=ddf.x).pending()  # doctest: +SKIP
+        ['getitem-1f…/0#9e0b…', 'getitem-1f…/1#9e0b…']
+        """
+        return _pending([self])[0]
 
     def __repr__(self) -> str:
         axes = ", ".join(repr(a) for a in self._schema.hist_axes())
@@ -374,17 +461,62 @@ def _cached_plan(owner: _Computes, hists: Sequence[Hist]) -> tuple[str, Plan]:
         # exist (again, if deleted since) with all their categories.
         prepare(hists)
         owner._grown = fills
+    checkpoint = _parse_checkpoint(owner._checkpoint)
     tips = [h._ref.repo.lookup_branch(h._branch) for h in hists]
-    token = tokenize(owner._id, tips, fills)
+    every = None if checkpoint is None else (checkpoint.batch, checkpoint.seconds)
+    token = tokenize(owner._id, tips, fills, every)
     name = f"hizt-commit-{token}"
     cached = owner._plan_cache
     if cached is None or cached[0] != token:
-        cached = owner._plan_cache = (token, plan(hists, name, token))
+        cached = owner._plan_cache = (token, plan(hists, name, token, checkpoint))
     # dask asks for the graph, the keys and the post-compute step at different
     # moments of one compute; a commit landing in between must not make them
     # come from two plans. The plan stays pinned until __dask_postcompute__.
     owner._pinned = (fills, (name, cached[1]))
     return name, cached[1]
+
+
+def _pending(hists: Sequence[Hist]) -> list[list[str]]:
+    out = []
+    for h in hists:
+        tip = h._ref.repo.lookup_branch(h._branch)
+        done = committed(h._ref.repo, tip, [h._path])[h._path]
+        out.append([x for f in h._fills for x in f.ids() if x not in done])
+    return out
+
+
+def _parse_checkpoint(value: Any) -> Checkpoint | None:
+    """A ``checkpoint=`` argument (or the ``dask_hizt.checkpoint`` setting)."""
+    if value is None:
+        value = dask.config.get("dask_hizt.checkpoint", None)
+    if value is None:
+        return None
+    start = time.time()
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            msg = f"checkpoint must be at least 1 partition, got {value}"
+            raise ValueError(msg)
+        return Checkpoint(value, None, start)
+    if isinstance(value, dt.timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, str):
+        try:
+            seconds = float(parse_timedelta(value))
+        except (ValueError, KeyError) as err:
+            msg = (
+                f"checkpoint {value!r} is neither a number of partitions nor a duration"
+            )
+            raise ValueError(msg) from err
+    elif isinstance(value, float):
+        seconds = value
+    else:
+        msg = f"checkpoint must be a number of partitions or a duration, got {value!r}"
+        raise TypeError(msg)
+    if not seconds >= 0:
+        msg = f"checkpoint duration must not be negative, got {value!r}"
+        raise ValueError(msg)
+    step = int(dask.config.get("dask_hizt.checkpoint-step"))
+    return Checkpoint(max(1, step), seconds, start)
 
 
 class HistSet(_Computes):
@@ -402,17 +534,22 @@ class HistSet(_Computes):
     >>> stored[0].to_hist()  # doctest: +SKIP
     """
 
-    def __init__(self, hists: Sequence[Hist]) -> None:
+    def __init__(self, hists: Sequence[Hist], *, checkpoint: Any = None) -> None:
         self.hists = list(hists)
         if not all(isinstance(h, Hist) for h in self.hists):
             msg = "HistSet takes dask_hizt.Hist objects"
             raise TypeError(msg)
+        self._checkpoint = checkpoint
         self._id = uuid.uuid4().hex
         self._plan_cache: tuple[str, Plan] | None = None
         self._grown: list[list[str]] | None = None
 
     def _hists(self) -> list[Hist]:
         return self.hists
+
+    def pending(self) -> list[list[str]]:
+        """Per histogram, what :meth:`Hist.pending` gives."""
+        return _pending(self.hists)
 
     def __len__(self) -> int:
         return len(self.hists)
@@ -424,7 +561,7 @@ class HistSet(_Computes):
         return _finalize_set, (targets, output_of)
 
 
-def compute(*args: Any, **kwargs: Any) -> tuple[Any, ...]:
+def compute(*args: Any, checkpoint: Any = None, **kwargs: Any) -> tuple[Any, ...]:
     """Compute like ``dask.compute``, with every :class:`Hist` found in
     ``args`` (also inside dicts, lists and tuples, as a coffea processor's
     output) computed together: one pass over the inputs and ONE commit per
@@ -432,7 +569,8 @@ def compute(*args: Any, **kwargs: Any) -> tuple[Any, ...]:
 
     Other dask collections in ``args`` are computed in the same graph, so an
     input partition is read once for all of them. Each ``Hist`` comes back
-    as a :class:`~dask_hizt.stored.StoredHist`.
+    as a :class:`~dask_hizt.stored.StoredHist`. ``checkpoint`` is as for
+    :meth:`Hist.compute`.
 
     Examples
     --------
@@ -462,8 +600,27 @@ def compute(*args: Any, **kwargs: Any) -> tuple[Any, ...]:
     rest = [pull(a) for a in args]
     if not found:
         return tuple(dask.base.compute(*args, **kwargs))
-    stored, *results = dask.base.compute(HistSet(found), *rest, **kwargs)
+    stored, *results = dask.base.compute(
+        HistSet(found, checkpoint=checkpoint), *rest, **kwargs
+    )
     return tuple(put(r, stored) for r in results)
+
+
+def _with_ids(fill: _Fill, given: Sequence[str]) -> _Fill:
+    """Check the user's partition identities of a fill and attach them."""
+    if isinstance(given, str) or not all(isinstance(x, str) for x in given):
+        msg = "partition_ids must be a sequence of strings, one per partition"
+        raise FillError(msg)
+    sources = fill.sources()
+    n = _npartitions(sources[0].collection) if sources else 1
+    if len(given) != n:
+        msg = f"partition_ids has {len(given)} identities for {n} partitions"
+        raise FillError(msg)
+    if len(set(given)) != n:
+        twice = sorted(x for x in set(given) if list(given).count(x) > 1)
+        msg = f"partition_ids must be unique; repeated: {twice[:3]}"
+        raise FillError(msg)
+    return _Fill(fill.axes, fill.weight, fill.sample, tuple(given))
 
 
 @dataclass(frozen=True)

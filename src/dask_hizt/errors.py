@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "CommitError",
     "CorruptChunkError",
+    "DuplicateInputError",
     "FillError",
     "HiztError",
     "NotAHistogramError",
@@ -48,6 +49,11 @@ class StoreError(HiztError, ValueError):
 
 class CommitError(HiztError, RuntimeError):
     """The final commit could not be made; nothing was committed."""
+
+
+class DuplicateInputError(CommitError):
+    """A compute would add input partitions that a racing compute committed
+    while it ran; nothing was committed (computing again adds the rest)."""
 
 
 class CorruptChunkError(StoreError):

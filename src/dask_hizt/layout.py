@@ -51,7 +51,13 @@ class Layout:
         """Choose the chunk shape of a histogram.
 
         Axes share a budget of ``chunk_bytes`` (``dask_hizt.chunk-bytes`` in
-        dask.config). Dense axes take it first, from the last axis backwards,
+        dask.config). Its default, ``"auto"``, is 1 MiB, raised for
+        histograms so large that their arrays would have more than
+        ``dask_hizt.max-chunks`` chunks: per-chunk costs (codec, I/O, the
+        chunk's manifest entry) dominate below ~100 KiB, and a bounded chunk
+        count keeps manifests and commits small.
+
+        Dense axes take the budget first, from the last axis backwards,
         so that a chunk is a C-contiguous slab of the dense block; category
         axes take what is left, so a category combination is its own chunk
         whenever its dense block fills a chunk, and small histograms are not
@@ -60,6 +66,10 @@ class Layout:
         """
         if chunk_bytes is None:
             chunk_bytes = dask.config.get("dask_hizt.chunk-bytes")
+        if chunk_bytes == "auto":
+            total = math.prod(schema.shape) * schema.dtype.itemsize
+            most = max(1, int(dask.config.get("dask_hizt.max-chunks")))
+            chunk_bytes = max(2**20, -(-total // most))
         budget = max(1, _parse_bytes(chunk_bytes) // schema.dtype.itemsize)
         shape = schema.shape
         chunks = [1] * len(shape)

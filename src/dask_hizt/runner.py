@@ -37,9 +37,9 @@ import dask.base
 from ._stage import StagedFile, stage_fill
 from .collection import Hist, HistSet
 from .errors import FillError, StoreError
-from .schema import Schema
+from .schema import ATTR_KEY, Schema
 from .stored import StoredHist
-from .transaction import ATTR_KEY, RepoRef, check_path
+from .transaction import RepoRef, check_path
 
 __all__ = ["Staging", "StagingHist"]
 

@@ -20,10 +20,12 @@ import numpy as np
 
 from .errors import SchemaMismatchError, UnsupportedAxisError, UnsupportedStorageError
 
-__all__ = ["FORMAT_VERSION", "STORAGES", "Schema", "StorageSpec"]
+__all__ = ["ATTR_KEY", "FORMAT_VERSION", "STORAGES", "Schema", "StorageSpec"]
 
 #: Version of the on-disk format written by this library (see docs/format.md).
 FORMAT_VERSION = 1
+#: Key of dask_hizt's entries in zarr attributes and in commit metadata.
+ATTR_KEY = "dask_hizt"
 
 
 @dataclass(frozen=True)

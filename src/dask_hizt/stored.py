@@ -18,8 +18,8 @@ from dask.base import tokenize
 from . import _damage, _read
 from .errors import StoreError
 from .layout import Layout
-from .schema import Schema
-from .transaction import ATTR_KEY, RepoRef, check_path, read_histogram_meta
+from .schema import ATTR_KEY, Schema
+from .transaction import RepoRef, check_path, read_histogram_meta
 
 __all__ = ["Commit", "StoredHist", "open"]
 

@@ -1,0 +1,149 @@
+"""Checkpointed computes: batches of partitions committed one after another.
+
+With ``checkpoint=`` the fill tasks of a compute are cut into batches. Each
+batch is routed to the owners as usual, but the owners of batch ``b`` write
+only once batch ``b - 1`` is committed, through forks that the batch's *gate*
+opens at the new tip. Fills of all batches still run in parallel; only the
+writes and commits form a chain.
+
+A time-based checkpoint lets a gate decide not to commit yet: its owners
+then hand their merged partials on to the owners of the next batch, and the
+identities of its partitions ride along to the next commit. A job killed
+halfway keeps its committed batches; computing it again skips them
+(:mod:`dask_hizt._ledger`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._partial import Partial, combine
+from ._writer import Owner
+from .schema import ATTR_KEY
+from .transaction import RepoRef, Written, commit_forks, writable
+
+__all__ = ["BatchCommit", "ChainState", "Gate", "pick_fork", "write_batch"]
+
+
+@dataclass(frozen=True)
+class ChainState:
+    """Where a checkpointed compute stands after a batch.
+
+    Attributes
+    ----------
+    snapshot
+        The compute's last commit (at first, the snapshot it was planned on).
+    last
+        Wall-clock time of that commit (at first, of the plan).
+    carried
+        Per histogram path, identities of partitions filled but not yet
+        committed (their counts are in the owners' carried partials).
+    partitions
+        Number of partitions not yet committed.
+    """
+
+    snapshot: str
+    last: float
+    carried: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    partitions: int = 0
+
+
+@dataclass(frozen=True)
+class GateState:
+    """A gate's decision: the forks to write through, or ``None`` to carry on."""
+
+    forks: tuple[Any, ...] | None
+    base: str
+    prev: ChainState
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Opens batch ``b`` once batch ``b - 1`` is committed.
+
+    ``seconds`` is the time-based checkpoint (``None``: commit every batch).
+    The final batch always commits.
+    """
+
+    ref: RepoRef
+    branch: str
+    n_forks: int
+    seconds: float | None
+    final: bool
+
+    def __call__(self, prev: ChainState) -> GateState:
+        due = self.seconds is None or time.time() - prev.last >= self.seconds
+        if not (due or self.final):
+            return GateState(None, prev.snapshot, prev)
+        session = writable(self.ref, self.branch)
+        forks = tuple(session.fork() for _ in range(self.n_forks))
+        return GateState(forks, str(session.snapshot_id), prev)
+
+
+def pick_fork(gate: GateState, i: int) -> Any:
+    """Owner ``i``'s fork (a task of its own, so that an owner receives only
+    its fork, not every owner's)."""
+    return None if gate.forks is None else gate.forks[i]
+
+
+def write_batch(
+    owner: Owner, fork: Any, partials: Sequence[Partial], prev: Any
+) -> Written | Partial:
+    """Write a batch's partials, and what the previous batch carried, through
+    ``fork``; without a fork, merge them and carry them on."""
+    parts = [*partials, prev] if isinstance(prev, Partial) else list(partials)
+    if fork is None:
+        lo, hi = owner.key_range
+        return combine(parts, lo, hi)
+    return owner.write(parts, fork)
+
+
+@dataclass(frozen=True)
+class BatchCommit:
+    """Commits batch ``b`` (and what earlier batches carried), if its gate opened."""
+
+    ref: RepoRef
+    branch: str
+    what: str
+    metadata: Mapping[str, Any]
+    compute_id: str
+    since: str
+    batch: int
+    n_batches: int
+    inputs: Mapping[str, Sequence[str]]
+    partitions: int
+
+    def __call__(
+        self, gate: GateState, written: Sequence[Written | Partial]
+    ) -> ChainState:
+        carried = {p: list(ids) for p, ids in gate.prev.carried.items()}
+        for path, ids in self.inputs.items():
+            carried.setdefault(path, []).extend(ids)
+        partitions = self.partitions + gate.prev.partitions
+        if gate.forks is None:
+            return ChainState(gate.prev.snapshot, gate.prev.last, carried, partitions)
+        meta = dict(self.metadata)
+        meta[ATTR_KEY] = {
+            **meta[ATTR_KEY],
+            "histograms": {p: {"inputs": ids} for p, ids in carried.items()},
+        }
+        snapshot = commit_forks(
+            self.ref,
+            self.branch,
+            gate.base,
+            [w for w in written if isinstance(w, Written)],
+            f"dask_hizt: fill {self.what} from {partitions} partitions "
+            f"(checkpoint, batch {self.batch + 1} of {self.n_batches})",
+            meta,
+            self.compute_id,
+            since=self.since,
+        )
+        return ChainState(snapshot, time.time())
+
+
+def snapshot_of(state: ChainState) -> str:
+    """The output of a checkpointed compute: its last commit."""
+    return state.snapshot
