@@ -28,6 +28,7 @@ from typing import Any
 
 import dask.array as da
 import dask.config
+import icechunk
 from dask.blockwise import blockwise, fuse_roots, optimize_blockwise
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
@@ -43,7 +44,9 @@ from ._fill import FillTask
 from ._lazy import FillBlock, make_lazy
 from ._partial import combine
 from ._writer import Owner
+from .errors import StoreError
 from .schema import ATTR_KEY
+from .storage import redact
 from .transaction import RepoRef, commit_forks
 
 __all__ = [
@@ -91,6 +94,27 @@ class Commit:
             for path, ids in self.inputs[i].items():
                 out[path].extend(ids)
         return out
+
+
+@dataclass(frozen=True)
+class Guarded:
+    """A task that touches a repository: icechunk's storage errors (an
+    endpoint gone, a permission refused) become a :class:`StoreError` naming
+    the store, with secrets blanked."""
+
+    fn: Callable[..., Any]
+    store: str
+
+    def __call__(self, *args: Any) -> Any:
+        try:
+            return self.fn(*args)
+        except icechunk.StorageError as err:
+            msg = f"store {self.store}: {redact(str(err))}"
+            raise StoreError(msg) from None
+
+
+def _where(ref: RepoRef) -> str:
+    return ref.url or ref.local_path or "(an icechunk repository)"
 
 
 def route_and_write(
@@ -303,8 +327,17 @@ def compute_graph(
     if checkpoint is not None and len(fill_keys) > checkpoint.batch:
         _checkpointed(dsk, name, token, fill_keys, spaces, commits, checkpoint)
         return dsk
+    where = {s: _where(c.ref) for c in commits for s in c.spaces}
     writers = [
-        route_and_write(dsk, f"{token}-{s}", fill_keys, owners, split_every, space=s)
+        route_and_write(
+            dsk,
+            f"{token}-{s}",
+            fill_keys,
+            owners,
+            split_every,
+            space=s,
+            make_owner=functools.partial(_owner, owners, where.get(s, "")),
+        )
         for s, owners in enumerate(spaces)
     ]
     everything = range(len(fill_keys))
@@ -318,7 +351,7 @@ def compute_graph(
             },
         }
         dsk[(name, i)] = (
-            commit_forks,
+            Guarded(commit_forks, _where(c.ref)),
             c.ref,
             c.branch,
             c.base,
@@ -364,7 +397,10 @@ def _checkpointed(
             gate = (f"hizt-gate-{token}", i, b)
             final = b == len(batches) - 1
             dsk[gate] = (
-                Gate(c.ref, c.branch, len(forks), checkpoint.seconds, final),
+                Guarded(
+                    Gate(c.ref, c.branch, len(forks), checkpoint.seconds, final),
+                    _where(c.ref),
+                ),
                 prev,
             )
             writers: list[Key] = []
@@ -377,7 +413,7 @@ def _checkpointed(
                     split_every,
                     space=s,
                     make_owner=functools.partial(
-                        _batch_owner, dsk, token, gate, forks, spaces[s], s, b
+                        _batch_owner, dsk, token, gate, forks, spaces[s], s, b, c.ref
                     ),
                 )
             step = BatchCommit(
@@ -393,7 +429,7 @@ def _checkpointed(
                 len(batch),
             )
             commit = (f"hizt-commit-{token}", i, b)
-            dsk[commit] = (step, gate, writers)
+            dsk[commit] = (Guarded(step, _where(c.ref)), gate, writers)
             prev = commit
         dsk[(name, i)] = (snapshot_of, prev)
 
@@ -406,6 +442,7 @@ def _batch_owner(
     owners: Sequence[Owner],
     s: int,
     b: int,
+    ref: RepoRef,
     o: int,
     children: list[Any],
 ) -> Any:
@@ -414,4 +451,8 @@ def _batch_owner(
     fork = (f"hizt-fork-{token}", s, b, o)
     dsk[fork] = (pick_fork, gate, forks[(s, o)])
     before = (f"hizt-write-{token}-{s}-b{b - 1}", o) if b else None
-    return (write_batch, owners[o], fork, children, before)
+    return (Guarded(write_batch, _where(ref)), owners[o], fork, children, before)
+
+
+def _owner(owners: Sequence[Owner], where: str, o: int, children: list[Any]) -> Any:
+    return (Guarded(owners[o], where), children)
