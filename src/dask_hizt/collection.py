@@ -28,6 +28,7 @@ from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph
 from dask.utils import parse_timedelta
 
+from . import _progress
 from ._graph import Checkpoint, awkward_optimize, is_awkward, optimize
 from ._ledger import committed, default_ids
 from ._plan import Plan, plan, prepare
@@ -161,7 +162,9 @@ class _Computes(DaskMethodsMixin):
     def _hists(self) -> list[Hist]:
         raise NotImplementedError
 
-    def compute(self, *, checkpoint: Any = None, **kwargs: Any) -> Any:
+    def compute(
+        self, *, checkpoint: Any = None, progress: bool = False, **kwargs: Any
+    ) -> Any:
         """Compute into the repositories, like ``dask.compute``.
 
         Parameters
@@ -174,6 +177,10 @@ class _Computes(DaskMethodsMixin):
             much time has passed since the last commit, checked every
             ``dask_hizt.checkpoint-step`` partitions. Default: the
             ``dask_hizt.checkpoint`` setting, ``None``: ONE commit.
+        progress
+            Show a progress bar while the graph runs: distributed's progress
+            when it runs on a distributed ``Client``, dask's
+            ``ProgressBar`` on the local schedulers.
         **kwargs
             Passed to ``dask.compute``.
         """
@@ -181,7 +188,9 @@ class _Computes(DaskMethodsMixin):
         if checkpoint is not None:
             self._checkpoint = checkpoint
         try:
-            (result,) = dask.base.compute(self, traverse=False, **kwargs)
+            (result,) = _progress.compute(
+                self, progress=progress, traverse=False, **kwargs
+            )
             return result
         finally:
             self._checkpoint = before
@@ -561,7 +570,9 @@ class HistSet(_Computes):
         return _finalize_set, (targets, output_of)
 
 
-def compute(*args: Any, checkpoint: Any = None, **kwargs: Any) -> tuple[Any, ...]:
+def compute(
+    *args: Any, checkpoint: Any = None, progress: bool = False, **kwargs: Any
+) -> tuple[Any, ...]:
     """Compute like ``dask.compute``, with every :class:`Hist` found in
     ``args`` (also inside dicts, lists and tuples, as a coffea processor's
     output) computed together: one pass over the inputs and ONE commit per
@@ -569,8 +580,8 @@ def compute(*args: Any, checkpoint: Any = None, **kwargs: Any) -> tuple[Any, ...
 
     Other dask collections in ``args`` are computed in the same graph, so an
     input partition is read once for all of them. Each ``Hist`` comes back
-    as a :class:`~dask_hizt.stored.StoredHist`. ``checkpoint`` is as for
-    :meth:`Hist.compute`.
+    as a :class:`~dask_hizt.stored.StoredHist`. ``checkpoint`` and
+    ``progress`` are as for :meth:`Hist.compute`.
 
     Examples
     --------
@@ -599,9 +610,9 @@ def compute(*args: Any, checkpoint: Any = None, **kwargs: Any) -> tuple[Any, ...
 
     rest = [pull(a) for a in args]
     if not found:
-        return tuple(dask.base.compute(*args, **kwargs))
-    stored, *results = dask.base.compute(
-        HistSet(found, checkpoint=checkpoint), *rest, **kwargs
+        return _progress.compute(*args, progress=progress, **kwargs)
+    stored, *results = _progress.compute(
+        HistSet(found, checkpoint=checkpoint), *rest, progress=progress, **kwargs
     )
     return tuple(put(r, stored) for r in results)
 

@@ -15,7 +15,7 @@ import numpy.typing as npt
 import zarr
 from dask.base import tokenize
 
-from . import _damage, _read
+from . import _damage, _display, _read
 from .errors import StoreError
 from .layout import Layout
 from .schema import ATTR_KEY, Schema
@@ -187,6 +187,54 @@ class StoredHist:
             f"StoredHist({axes}, storage={self._schema.storage.__name__}(), "
             f"path={self.path!r}, snapshot_id={self.snapshot_id!r})"
         )
+
+    def _repr_html_(self) -> str:
+        """Notebook display: path, snapshot, storage, axes, sum and, for 1-D
+        and 2-D histograms of at most ``_display.REPR_MAX_BINS`` bins with
+        matplotlib installed, a small drawing. Larger histograms are not read."""
+        where = self._ref.local_path or self._ref.url or "an icechunk repository"
+        return _display.repr_html(self, where)
+
+    def plot(self, *args: Any, **kwargs: Any) -> Any:
+        """Draw the histogram with ``hist``'s own plotting (mplhep).
+
+        Exactly ``self.to_hist().plot(*args, **kwargs)``: 1-D histograms as
+        steps, 2-D ones as a colour mesh (or, with a category axis, one step
+        line per category). Select or project higher-dimensional histograms
+        first, e.g. ``stored["DY", :, sum].plot()`` or
+        ``stored.project("pt").plot()``.
+
+        Parameters
+        ----------
+        *args, **kwargs
+            Passed to ``hist.Hist.plot`` (e.g. ``ax=``).
+
+        Returns
+        -------
+        Any
+            What ``hist.Hist.plot`` returns (mplhep's artists).
+
+        Raises
+        ------
+        ValueError
+            For histograms of more than two axes.
+        ImportError
+            Without matplotlib and mplhep (``pip install 'dask-hizt[plot]'``).
+        """
+        if len(self._schema.axes) > 2:
+            names = ", ".join(repr(n) for n in self._schema.names)
+            msg = (
+                f"plot() draws 1-D and 2-D histograms; {self.path!r} has "
+                f"{len(self._schema.axes)} axes ({names}): select or project "
+                "first, e.g. stored.project(<axis>).plot()"
+            )
+            raise ValueError(msg)
+        for package in ("matplotlib", "mplhep"):
+            try:
+                __import__(package)
+            except ImportError as err:
+                raise _display.missing_extra(package, "plot", "plot()") from err
+        return self.to_hist().plot(*args, **kwargs)
 
 
 def open(
