@@ -177,14 +177,10 @@ def test_failed_checkpointed_compute_keeps_its_batches(repo_path: Path) -> None:
 
 
 def test_a_racing_compute_of_the_same_partitions_is_refused(repo_path: Path) -> None:
-    a = _hist(
-        repo_path,
-        _job(Reads("test_a_racing_compute_of_the_same_partitions_is_refused")),
-    )
-    b = _hist(
-        repo_path,
-        _job(Reads("test_a_racing_compute_of_the_same_partitions_is_refused")),
-    )
+    reads = Reads("test_a_racing_compute_of_the_same_partitions_is_refused")
+    a = _hist(repo_path, _job(reads))
+    b = _hist(repo_path, _job(reads))
+    assert a.pending() == b.pending()
     # both plan on the same tip, before either commits
     a.__dask_graph__()
     b.__dask_graph__()
