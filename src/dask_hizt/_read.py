@@ -25,7 +25,9 @@ import numpy as np
 import numpy.typing as npt
 import zarr
 from dask.base import tokenize
+from zarr.core.sync import sync
 
+from ._chunkio import ChunkFormat, basic_region, open_format, read_region
 from ._damage import READ_ERRORS, corrupt, read
 from .layout import Layout
 from .schema import Schema
@@ -35,6 +37,57 @@ __all__ = ["getitem", "project", "read_full", "to_dask_array"]
 
 def _array(store: Any, path: str, field: str) -> zarr.Array[Any]:
     return zarr.open_array(store, path=f"{path}/{field}", mode="r")
+
+
+@dataclass(frozen=True)
+class _Field:
+    """One storage field's array, read chunk by chunk through the store.
+
+    Selections of integers and unit-step slices of a plain array (see
+    :class:`~dask_hizt._chunkio.ChunkFormat`) are read with the codecs
+    applied by hand: about twice as fast as zarr for chunks up to tens of
+    KiB, as fast for 1 MiB ones. Any other selection goes through zarr.
+    """
+
+    path: str
+    name: str
+    array: zarr.Array[Any]
+    fmt: ChunkFormat | None
+
+    @classmethod
+    def open(cls, store: Any, path: str, name: str) -> _Field:
+        fmt, array = sync(open_format(store, f"{path}/{name}", mode="r"))
+        return cls(path, name, zarr.Array(array), fmt)
+
+    def read(self, selection: Any, *, orthogonal: bool = False) -> npt.NDArray[Any]:
+        """``array[selection]`` (``oindex`` if ``orthogonal``) as a NumPy array;
+        :class:`CorruptChunkError` if a chunk object it needs is damaged."""
+        basic = None if self.fmt is None else basic_region(selection, self.fmt.shape)
+        if self.fmt is None or basic is None:
+            return read(
+                self.array, self.path, self.name, selection, orthogonal=orthogonal
+            )
+        region, picked = basic
+        fmt = self.fmt
+
+        def damaged(
+            err: BaseException, coords: tuple[int, ...]
+        ) -> BaseException | None:
+            return corrupt(err, self.path, self.name, coords)
+
+        out = sync(
+            read_region(
+                self.array.store_path.store,
+                fmt,
+                region,
+                concurrency=int(zarr.config.get("async.concurrency")),
+                on_error=damaged,
+            )
+        )
+        if picked:  # integers drop their axes, as in zarr
+            keep = tuple(0 if i in picked else slice(None) for i in range(out.ndim))
+            out = np.asarray(out[keep])
+        return out
 
 
 def _set_field(
@@ -68,9 +121,7 @@ def read_full(store: Any, schema: Schema, path: str) -> hist.Hist:  # type: igno
     view: Any = h.view(flow=True)
     fields = schema.spec.fields
     for name in fields:
-        _set_field(
-            view, fields, name, ..., read(_array(store, path, name), path, name, ...)
-        )
+        _set_field(view, fields, name, ..., _Field.open(store, path, name).read(...))
     return h
 
 
@@ -211,12 +262,8 @@ def getitem(store: Any, schema: Schema, path: str, index: Any) -> Any:
         )
         view: Any = one.view(flow=True)
         for name in fields:
-            block = read(
-                _array(store, path, name),
-                path,
-                name,
-                _selection(plans),
-                orthogonal=True,
+            block = _Field.open(store, path, name).read(
+                _selection(plans), orthogonal=True
             )
             _set_field(view, fields, name, 0, block)
         return one[0]
@@ -235,12 +282,8 @@ def getitem(store: Any, schema: Schema, path: str, index: Any) -> Any:
     sel = _selection(plans)
     for name in fields:
         whole = all(p.read is None for p in plans)
-        block = read(
-            _array(store, path, name),
-            path,
-            name,
-            ... if whole else sel,
-            orthogonal=not whole,
+        block = _Field.open(store, path, name).read(
+            ... if whole else sel, orthogonal=not whole
         )
         _set_field(view, fields, name, where, block)
     rest = tuple(plans[i].rest for i in kept)
@@ -370,7 +413,7 @@ def project(
     out = hist.Hist(*(hist_axes[i] for i in keep), storage=storage)
     # plain ndarrays: boost's views mishandle 0-d records (no kept axes)
     out_view = np.asarray(out.view(flow=True))
-    arrays = {name: _array(store, path, name) for name in fields}
+    arrays = {name: _Field.open(store, path, name) for name in fields}
 
     # The range of stored positions that is added in along each axis.
     bounds: list[tuple[int, int]] = []
@@ -410,9 +453,7 @@ def project(
         started.add(region_key)
         n_add = int(np.prod([sel[i].stop - sel[i].start for i in drop], dtype=np.int64))
         blocks = {
-            name: read(arrays[name], path, name, sel)
-            .transpose(to_flat)
-            .reshape([*kshape, n_add])
+            name: arrays[name].read(sel).transpose(to_flat).reshape([*kshape, n_add])
             for name in fields
         }
         if not flow:

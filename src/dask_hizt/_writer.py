@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import pickle
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Buffer, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import dask.config
 import numpy as np
 import numpy.typing as npt
-import zarr
-import zarr.api.asynchronous
 from zarr.core.sync import sync
 
+from ._chunkio import (
+    OFFLOAD_BYTES,
+    ChunkFormat,
+    delete_or_set,
+    fetch,
+    gather,
+    open_format,
+)
 from ._damage import READ_ERRORS, corrupt
 from ._partial import Partial, combine
 from .layout import Layout
@@ -83,79 +90,170 @@ class Owner:
 
 
 async def _write(
-    fork: Any, jobs: list[tuple[Segment, Partial, npt.NDArray[np.int64]]]
+    fork: Any,
+    jobs: list[tuple[Segment, Partial, npt.NDArray[np.int64]]],
+    *,
+    raw: bool = True,
 ) -> None:
     """Read-merge-write every touched chunk of every field, many at a time.
 
-    A damaged chunk object raises :class:`~dask_hizt.errors.CorruptChunkError`
-    (the compute then fails before its commit: nothing is added).
+    Chunks go through the store with the codecs applied by hand (see
+    :mod:`dask_hizt._chunkio`) unless ``raw`` is false or an array's codecs
+    are not the plain ones; then through zarr's async API. Both store the
+    same bytes, with one exception: where a partial is sparse, the raw path
+    leaves the bins it has no entry for alone, where zarr's path adds zeros
+    to them (which turns a stored ``-0.0`` into ``0.0``, an infinite mean
+    into NaN). A damaged chunk object raises
+    :class:`~dask_hizt.errors.CorruptChunkError` (the compute then fails
+    before its commit: nothing is added).
     """
     limit = asyncio.Semaphore(int(dask.config.get("dask_hizt.write-concurrency")))
-
-    async def read(
-        seg: Segment, field: str, array: Any, selection: Any, chunk_id: int
-    ) -> Any:
-        try:
-            return await array.getitem(selection)
-        except READ_ERRORS as err:
-            coords = seg.layout.chunk_coords(chunk_id)
-            error = corrupt(err, seg.path, field, coords)
-            if error is None:
-                raise
-            raise error from err
-
-    async def one(
-        seg: Segment, arrays: list[Any], part: Partial, chunk_id: int
-    ) -> None:
-        layout = seg.layout
-        cs = layout.chunk_size
-        block = part.restrict(chunk_id * cs, (chunk_id + 1) * cs).to_dense()
-        selection, inner = layout.chunk_region(chunk_id)
-        delta = tuple(f.reshape(layout.chunks)[inner] for f in block)
-        async with limit:
-            old = await _gather(
-                *(
-                    read(seg, f, a, selection, chunk_id)
-                    for f, a in zip(seg.fields, arrays, strict=True)
-                )
-            )
-            new = part.algebra.merge(tuple(np.asarray(o) for o in old), delta)
-            await _gather(
-                *(a.setitem(selection, v) for a, v in zip(arrays, new, strict=True))
-            )
-
-    tasks: list[Any] = []
-    for seg, part, touched in jobs:
-        arrays = [
-            await zarr.api.asynchronous.open_array(
-                store=fork.store, path=f"{seg.path}/{f}"
-            )
+    store = fork.store
+    opened = await gather(
+        *(
+            open_format(store, f"{seg.path}/{f}")
+            for seg, _, _ in jobs
             for f in seg.fields
-        ]
-        tasks.extend(one(seg, arrays, part, int(c)) for c in touched)
-    await _gather(*tasks)
+        )
+    )
+    tasks: list[Awaitable[None]] = []
+    at = 0
+    for seg, part, touched in jobs:
+        formats = [fmt for fmt, _ in opened[at : at + len(seg.fields)]]
+        arrays = [array for _, array in opened[at : at + len(seg.fields)]]
+        at += len(seg.fields)
+        plain = [fmt for fmt in formats if fmt is not None]
+        if raw and len(plain) == len(formats):
+            tasks.extend(
+                _raw_chunk(store, seg, plain, part, int(c), limit) for c in touched
+            )
+        else:
+            tasks.extend(_zarr_chunk(seg, arrays, part, int(c), limit) for c in touched)
+    await gather(*tasks)
 
 
-async def _gather(*aws: Awaitable[Any]) -> list[Any]:
-    """``asyncio.gather``, but the first failure cancels the others and waits
-    for them before it is raised.
+def _delta(
+    seg: Segment, part: Partial, chunk_id: int
+) -> tuple[tuple[npt.NDArray[Any], ...], tuple[slice, ...], tuple[slice, ...]]:
+    """What ``part`` adds to one chunk (its part inside the array), and where.
 
-    A plain gather leaves the other reads and writes running in zarr's event
-    loop after the owner task has failed: they would keep writing (orphaned)
-    chunks after the compute has already reported its error.
+    Returns the per-field blocks of the in-array part of the chunk, the
+    chunk's selection in the array and the ``inner`` slices of a full block.
     """
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    if not tasks:
-        return []
-    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    for t in pending:
-        t.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
-    for t in tasks:
-        error = t.exception() if t in done else None
-        if error is not None:
-            raise error
-    return [t.result() for t in tasks]
+    layout = seg.layout
+    cs = layout.chunk_size
+    block = part.restrict(chunk_id * cs, (chunk_id + 1) * cs).to_dense()
+    selection, inner = layout.chunk_region(chunk_id)
+    return tuple(f.reshape(layout.chunks)[inner] for f in block), selection, inner
+
+
+async def _raw_chunk(
+    store: Any,
+    seg: Segment,
+    formats: Sequence[ChunkFormat],
+    part: Partial,
+    chunk_id: int,
+    limit: asyncio.Semaphore,
+) -> None:
+    """Read-merge-write all fields of one chunk with the store's get/set."""
+    layout = seg.layout
+    coords = layout.chunk_coords(chunk_id)
+    keys = [fmt.key(coords) for fmt in formats]
+
+    async def get(field: str, key: str) -> Buffer | None:
+        with _translated(seg, field, coords):
+            return await fetch(store, key)
+
+    def merge(stored: Sequence[Buffer | None]) -> list[bytes | None]:
+        _, inner = layout.chunk_region(chunk_id)
+        edge = any(s.stop != c for s, c in zip(inner, layout.chunks, strict=True))
+        chunks = []
+        for field, fmt, data in zip(seg.fields, formats, stored, strict=True):
+            with _translated(seg, field, coords):
+                chunk = fmt.decode(data)
+            if edge and data is not None:
+                # zarr writes a fresh chunk when a write covers all of its
+                # part inside the array (an owner's always does): the rest
+                # is written as the fill value
+                fresh = np.zeros_like(chunk)
+                fresh[inner] = chunk[inner]
+                chunk = fresh
+            chunks.append(chunk)
+        cs = layout.chunk_size
+        _merge_into(chunks, part.restrict(chunk_id * cs, (chunk_id + 1) * cs), inner)
+        return [fmt.encode(c) for fmt, c in zip(formats, chunks, strict=True)]
+
+    async with limit:
+        stored = await gather(
+            *(get(f, k) for f, k in zip(seg.fields, keys, strict=True))
+        )
+        # codec work on big chunks in a thread (see OFFLOAD_BYTES)
+        if layout.chunk_size * formats[0].native.itemsize >= OFFLOAD_BYTES:
+            encoded = await asyncio.to_thread(merge, stored)
+        else:
+            encoded = merge(stored)
+        await gather(
+            *(delete_or_set(store, k, b) for k, b in zip(keys, encoded, strict=True))
+        )
+
+
+def _merge_into(
+    chunks: Sequence[npt.NDArray[Any]], part: Partial, inner: tuple[slice, ...]
+) -> None:
+    """Merge ``part`` (the keys of one chunk) into its decoded fields, in place.
+
+    Sparse parts touch only their bins (gather, merge, scatter), so a bin
+    with no entry keeps its stored bits exactly; dense parts merge the
+    in-array part of the chunk.
+    """
+    if part.keys is not None:
+        flat = tuple(c.reshape(-1) for c in chunks)
+        local = part.keys - part.lo
+        merged = part.algebra.merge(tuple(f[local] for f in flat), part.fields)
+        for f, m in zip(flat, merged, strict=True):
+            f[local] = m
+        return
+    shape = chunks[0].shape
+    delta = tuple(f.reshape(shape)[inner] for f in part.to_dense())
+    part.algebra.merge_into(tuple(c[inner] for c in chunks), delta)
+
+
+@contextlib.contextmanager
+def _translated(seg: Segment, field: str, coords: tuple[int, ...]) -> Iterator[None]:
+    """Raise :class:`~dask_hizt.errors.CorruptChunkError` for errors of a chunk
+    read that say the chunk object is damaged; let the others through."""
+    try:
+        yield
+    except READ_ERRORS as err:
+        error = corrupt(err, seg.path, field, coords)
+        if error is None:
+            raise
+        raise error from err
+
+
+async def _zarr_chunk(
+    seg: Segment,
+    arrays: Sequence[Any],
+    part: Partial,
+    chunk_id: int,
+    limit: asyncio.Semaphore,
+) -> None:
+    """Read-merge-write all fields of one chunk through zarr's async API."""
+    coords = seg.layout.chunk_coords(chunk_id)
+
+    async def read(field: str, array: Any, selection: Any) -> Any:
+        with _translated(seg, field, coords):
+            return await array.getitem(selection)
+
+    async with limit:
+        delta, selection, _ = _delta(seg, part, chunk_id)
+        old = await gather(
+            *(read(f, a, selection) for f, a in zip(seg.fields, arrays, strict=True))
+        )
+        new = part.algebra.merge(tuple(np.asarray(o) for o in old), delta)
+        await gather(
+            *(a.setitem(selection, v) for a, v in zip(arrays, new, strict=True))
+        )
 
 
 def _touched_chunks(p: Partial, chunk_size: int) -> npt.NDArray[np.int64]:
