@@ -36,6 +36,7 @@ import importlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -77,6 +78,7 @@ PIPELINES = {
 }
 TARGET_MS = 0.5  # the bound on the overhead per chunk
 PATH = "h"
+FOLDERS: list[str] = []  # the repositories made, removed at the end
 
 
 @dataclass
@@ -136,7 +138,9 @@ def make_case(size: int, density: str, storage: str, quick: bool, seed: int) -> 
     if storage == "memory":
         st = icechunk.in_memory_storage()
     else:
-        st = icechunk.local_filesystem_storage(tempfile.mkdtemp(prefix="chunk-io-"))
+        folder = tempfile.mkdtemp(prefix="chunk-io-")
+        FOLDERS.append(folder)
+        st = icechunk.local_filesystem_storage(folder)
     repo = icechunk.Repository.create(st)
     session = repo.writable_session("main")
     _create_arrays(session.store, {PATH: (schema, layout)})
@@ -445,7 +449,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print("zarrs is not installed: not measured")
     started = datetime.now(UTC)
-    rows = run(args, methods)
+    try:
+        rows = run(args, methods)
+    finally:
+        for folder in FOLDERS:
+            shutil.rmtree(folder, ignore_errors=True)
     RESULTS.mkdir(exist_ok=True)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     out = (
