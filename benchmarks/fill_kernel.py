@@ -12,6 +12,7 @@ process, median of several repeats.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -27,15 +28,27 @@ from dask_hizt.schema import Schema
 
 CASES: dict[str, tuple[tuple[Any, ...], Any, int, bool]] = {
     # name: (axes, storage, entries, weighted)
-    "a: Regular(100), 1e6": ((hist.axis.Regular(100, 0, 1),), bh.storage.Double(), 10**6, False),
+    "a: Regular(100), 1e6": (
+        (hist.axis.Regular(100, 0, 1),),
+        bh.storage.Double(),
+        10**6,
+        False,
+    ),
     "b: 1000x1000x20 (2e7 bins), 5e5": (
-        (hist.axis.Regular(1000, 0, 1), hist.axis.Regular(1000, 0, 1), hist.axis.Regular(20, 0, 1)),
+        (
+            hist.axis.Regular(1000, 0, 1),
+            hist.axis.Regular(1000, 0, 1),
+            hist.axis.Regular(20, 0, 1),
+        ),
         bh.storage.Double(),
         5 * 10**5,
         False,
     ),
     "many: StrCategory x Regular(50), weighted, 1e6": (
-        (hist.axis.StrCategory(["DY", "QCD", "TT"], name="c"), hist.axis.Regular(50, 0, 200, name="x")),
+        (
+            hist.axis.StrCategory(["DY", "QCD", "TT"], name="c"),
+            hist.axis.Regular(50, 0, 200, name="x"),
+        ),
         bh.storage.Weight(),
         10**6,
         True,
@@ -58,6 +71,11 @@ def _time(fn: Callable[[], Any], repeat: int) -> float:
     return statistics.median(times)
 
 
+def _boost_fill(axes: Any, storage: Any, data: list[Any], w: Any) -> None:
+    h = bh.Histogram(*axes, storage=storage)
+    h.fill(*data, weight=w)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
@@ -74,7 +92,9 @@ def main() -> None:
             else:
                 data.append(rng.uniform(0, ax.edges[-1], n))
         w = rng.uniform(0.5, 1.5, n) if weighted else None
-        inputs = [d for d in data if isinstance(d, np.ndarray)] + ([w] if weighted else [])
+        inputs = [d for d in data if isinstance(d, np.ndarray)] + (
+            [w] if weighted else []
+        )
         arg_of = iter(range(len(inputs)))
         spec_axes = tuple(
             Arg(index=next(arg_of)) if isinstance(d, np.ndarray) else Arg(value=d)
@@ -84,15 +104,11 @@ def main() -> None:
         task = FillTask(
             (Target("h", schema, layout, 0, 0),), ((0, spec),), (layout.n_keys,)
         )
-        hizt = _time(lambda: task(inputs), args.repeat)
+        hizt = _time(functools.partial(task, inputs), args.repeat)
         n_bins = int(np.prod([ax.extent for ax in axes]))
         if n_bins * 8 * (2 if weighted else 1) < 2 * 2**30:
-
-            def boost() -> None:
-                h = bh.Histogram(*axes, storage=storage)
-                h.fill(*data, weight=w)
-
-            plain = _time(boost, args.repeat)
+            fill = functools.partial(_boost_fill, axes, storage, data, w)
+            plain = _time(fill, args.repeat)
             ratio = f"{plain / hizt:6.2f}"
             plain_ms = f"{plain * 1e3:9.1f}"
         else:
