@@ -349,6 +349,21 @@ def test_plot_writes_an_image(
     assert "eta=sum" in line
 
 
+def test_plot_without_mplhep_uses_plain_matplotlib(
+    filled: Filled,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import matplotlib.image
+
+    monkeypatch.setitem(sys.modules, "mplhep", None)  # import mplhep fails
+    out = tmp_path / "counts.png"
+    done = _main(capsys, "plot", str(filled.repo), "counts", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert matplotlib.image.imread(out).shape[0] > 100
+
+
 def _close(a: hist.Hist, b: hist.Hist) -> None:  # type: ignore[type-arg]
     """Same axes and storage, same contents up to the order of additions."""
     assert a.axes == b.axes
