@@ -39,6 +39,7 @@ import psutil
 from dask.utils import key_split
 
 import dask_hizt
+import dask_hizt.collection
 
 RESULTS = Path(__file__).with_name("results")
 # Generous, so that dask-histogram is measured rather than paused or killed.
@@ -50,6 +51,7 @@ PRELOAD = (
     "hist",
     "dask_histogram",
     "dask_hizt",
+    "dask_hizt.collection",  # the package imports its modules on first use
     "zarr",
     "icechunk",
 )

@@ -51,6 +51,7 @@ from dask.utils import parse_bytes
 from run import PRELOAD, dir_bytes, environment, fmt_bytes, prefix_summary
 
 import dask_hizt
+import dask_hizt.collection
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"

@@ -52,6 +52,24 @@ def assert_hist_equal(stored: Any, expected: hist.Hist, *, rtol: float = 0.0) ->
             )
 
 
+def damage(path: Path, how: str) -> None:
+    """Damage a chunk object on disk: ``overwritten`` with zeros, one byte
+    ``flipped`` inside the compressed frame (caught by zstd's checksum),
+    ``truncated`` to half, or ``missing``."""
+    data = path.read_bytes()
+    if how == "overwritten":
+        path.write_bytes(b"\0" * len(data))
+    elif how == "flipped":
+        middle = len(data) // 2
+        path.write_bytes(
+            data[:middle] + bytes([data[middle] ^ 0x10]) + data[middle + 1 :]
+        )
+    elif how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        path.unlink()
+
+
 #: Scheduler options that keep its HTTP server on a free port of 127.0.0.1.
 LOCAL_HTTP: dict[str, Any] = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
 

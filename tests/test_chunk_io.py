@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 import zarr
+from conftest import damage
 from zarr.core.sync import sync
 
 import dask_hizt as dh
@@ -296,21 +297,6 @@ def test_write_concurrency_bounds_chunks_in_flight(
     assert state["most"] == 2
 
 
-def _damage(path: Path, how: str) -> None:
-    data = path.read_bytes()
-    if how == "overwritten":
-        path.write_bytes(b"\0" * len(data))
-    elif how == "flipped":
-        middle = len(data) // 2
-        path.write_bytes(
-            data[:middle] + bytes([data[middle] ^ 0x10]) + data[middle + 1 :]
-        )
-    elif how == "truncated":
-        path.write_bytes(data[: len(data) // 2])
-    else:
-        path.unlink()
-
-
 @pytest.mark.parametrize("raw", [True, False])
 @pytest.mark.parametrize("how", ["overwritten", "flipped", "truncated", "missing"])
 def test_damaged_chunk_raises_corrupt_chunk_error(
@@ -331,7 +317,7 @@ def test_damaged_chunk_raises_corrupt_chunk_error(
     objects = sorted((tmp_path / "repo" / "chunks").iterdir())
     assert len(objects) == 2  # value and variance of chunk (0, 1)
     for obj in objects:
-        _damage(obj, how)
+        damage(obj, how)
     with pytest.raises(dh.CorruptChunkError) as caught:
         _write_one(repo, schema, _partial(h, schema), raw=raw)
     err = caught.value

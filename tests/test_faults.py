@@ -21,7 +21,7 @@ import hist
 import icechunk
 import numpy as np
 import pytest
-from conftest import assert_hist_equal
+from conftest import assert_hist_equal, damage
 
 import dask_hizt as dh
 
@@ -309,23 +309,6 @@ def _one_chunk_histogram(repo: Path) -> tuple[dict[str, Any], str]:
     raise AssertionError("no chunk object of h found")
 
 
-def _damage(repo: Path, name: str, how: str) -> None:
-    path = repo / "chunks" / name
-    data = path.read_bytes()
-    if how == "overwritten":
-        path.write_bytes(b"\0" * len(data))
-    elif how == "flipped":
-        # one byte inside the compressed frame: caught by zstd's checksum
-        middle = len(data) // 2
-        path.write_bytes(
-            data[:middle] + bytes([data[middle] ^ 0x10]) + data[middle + 1 :]
-        )
-    elif how == "truncated":
-        path.write_bytes(data[: len(data) // 2])
-    else:
-        path.unlink()
-
-
 READERS = {
     "to_hist": lambda s: s.to_hist(),
     "getitem": lambda s: s["b", :],
@@ -340,7 +323,7 @@ def test_damaged_chunk_on_read_names_histogram_array_and_chunk(
     repo_path: Path, how: str, reader: str
 ) -> None:
     expected, name = _one_chunk_histogram(repo_path)
-    _damage(repo_path, name, how)
+    damage(repo_path / "chunks" / name, how)
     stored = dh.open(repo_path, "h")
     with pytest.raises(dh.CorruptChunkError) as caught:
         READERS[reader](stored)
@@ -390,7 +373,7 @@ def test_damaged_chunk_hit_by_owner_leaves_branch_unchanged(
     repo_path: Path, how: str
 ) -> None:
     expected, name = _one_chunk_histogram(repo_path)
-    _damage(repo_path, name, how)
+    damage(repo_path / "chunks" / name, how)
     history = _history(repo_path)
     more = _data(seed=6, hi=0.25)
     with pytest.raises(dh.CorruptChunkError) as caught:

@@ -37,8 +37,9 @@ class Commit:
     message
         The commit message.
     inputs
-        The input partitions the commit added (their dask keys), or an empty
-        tuple for the commit that created the histogram.
+        The identities of the input partitions the commit added (see
+        ``Hist.fill``'s ``partition_ids``), or an empty tuple for the commit
+        that created the histogram.
     """
 
     snapshot_id: str
