@@ -30,6 +30,7 @@ import psutil
 from distributed import Client, LocalCluster
 
 import dask_hizt as dh
+import dask_hizt.collection  # imported lazily otherwise: not in the build time
 
 DATASETS = ["DY", "QCD", "TT"]
 
@@ -111,7 +112,9 @@ def main() -> None:
                             storage=hist.storage.Weight(),
                             store=tmp / "repo",
                             path=f"h{i}",
-                        ).fill(dataset=DATASETS[i % 3], pt=pt, weight=w * (1 + i / 1000))
+                        ).fill(
+                            dataset=DATASETS[i % 3], pt=pt, weight=w * (1 + i / 1000)
+                        )
                         for i in range(args.histograms)
                     ]
                     hs = dh.HistSet(lazy)
@@ -120,7 +123,9 @@ def main() -> None:
                     lazy = []
                     for i in range(args.histograms):
                         h = hist.dask.Hist(*axes, storage=hist.storage.Weight())
-                        h.fill(dataset=DATASETS[i % 3], pt=pt, weight=w * (1 + i / 1000))
+                        h.fill(
+                            dataset=DATASETS[i % 3], pt=pt, weight=w * (1 + i / 1000)
+                        )
                         lazy.append(h)
                     tasks = graph_size(lazy)
                 build = time.perf_counter() - t0
