@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from dask_hizt._fill import Arg, FillSpec, FillTask, Target
 from dask_hizt._graph import route_and_write
 from dask_hizt._partial import Partial, combine, from_entries
+from dask_hizt._writer import _touched_chunks
 from dask_hizt.errors import FillError
 from dask_hizt.layout import Layout
 from dask_hizt.schema import Schema
@@ -61,6 +62,23 @@ def test_combine_restricts_and_sums(
         np.asarray([k for p in parts for k in p], dtype=np.int64), minlength=64
     )
     np.testing.assert_array_equal(_dense_from(out), everything[lo:hi])
+
+
+@given(
+    keys=st.lists(st.integers(0, 63), max_size=80),
+    chunk=st.sampled_from([1, 4, 16, 64]),
+    fraction=st.sampled_from([0.0, 2.0]),
+)
+def test_touched_chunks_are_the_chunks_with_entries(
+    keys: list[int], chunk: int, fraction: float
+) -> None:
+    # sparse and dense partials alike, over the keys [64, 128)
+    k = np.asarray(keys, dtype=np.int64) + 64
+    with dask.config.set({"dask_hizt.dense-fraction": fraction}):
+        p = from_entries(64, 128, k, [None], [np.int64])
+    got = _touched_chunks(p, chunk)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, np.unique(k // chunk))
 
 
 @pytest.mark.parametrize(

@@ -259,7 +259,10 @@ async def _zarr_chunk(
 def _touched_chunks(p: Partial, chunk_size: int) -> npt.NDArray[np.int64]:
     """Ids of the chunks in which ``p`` (covering whole chunks) has a non-zero value."""
     if p.keys is not None:
-        return np.unique(p.keys // chunk_size)
+        # The keys are sorted: so are their chunks, and a mask finds the
+        # distinct ones (np.unique would sort them again: 10x slower).
+        ids = p.keys // chunk_size
+        return ids[np.r_[True, ids[1:] != ids[:-1]]] if len(ids) else ids
     filled = np.zeros(p.hi - p.lo, dtype=bool)
     for f in p.fields:
         filled |= f != 0
