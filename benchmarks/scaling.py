@@ -1224,17 +1224,23 @@ def write_plot(results: dict[str, Any], plot: Path) -> None:
                     fontsize=7,
                     color=colors[method],
                 )
+    # The increments: one marker per kind, at the median of its computes.
+    kinds: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
         if r["method"].startswith("dask_hizt +") and r["status"] == "ok":
-            for ax, v in ((ax_t, r["wall_s"]), (ax_m, _peak(r))):
-                ax.plot(
-                    [r["n_bins"]],
-                    [v],
-                    "*",
-                    color="C3" if "uniform" in r["method"] else "C4",
-                    markersize=12,
-                    label=r["method"] if ax is ax_m else None,
-                )
+            kinds.setdefault(r["method"], []).append(r)
+    for k, (method, rows) in enumerate(kinds.items()):
+        wall = statistics.median(r["wall_s"] for r in rows)
+        peak = statistics.median(_peak(r) or 0.0 for r in rows)
+        for ax, v in ((ax_t, wall), (ax_m, peak)):
+            ax.plot(
+                [rows[0]["n_bins"]],
+                [v],
+                "*^s"[k % 3],
+                color=f"C{3 + k}",
+                markersize=11,
+                label=f"{method}, median of {len(rows)}" if ax is ax_m else None,
+            )
     limit = parse_bytes(WORKER_MEMORY) / GB
     ax_m.axhline(limit, color="grey", ls="--", lw=1)
     ax_m.text(
