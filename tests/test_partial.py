@@ -65,6 +65,49 @@ def test_combine_restricts_and_sums(
 
 
 @given(
+    counts=st.lists(
+        st.lists(st.integers(0, 70_000), min_size=4, max_size=4), min_size=1, max_size=5
+    ),
+    fraction=st.sampled_from([0.0, 0.25, 2.0]),
+    weighted=st.booleans(),
+)
+@settings(max_examples=100)
+def test_narrow_counts_add_up_without_overflow(
+    counts: list[list[int]], fraction: float, weighted: bool
+) -> None:
+    # keys 0, 10, 20, 30 of [0, 64) filled that many times by each partial:
+    # counts past 255 and 65535 in one partial, and sums past them in merges
+    partials = []
+    with dask.config.set({"dask_hizt.dense-fraction": fraction}):
+        for c in counts:
+            k = np.repeat(np.arange(0, 40, 10, dtype=np.int64), c)
+            p = from_entries(0, 64, k, [None], [np.float64])
+            if p.keys is not None and len(p):
+                # a sparse partial holds counts in the narrowest unsigned type
+                assert p.fields[0].dtype.kind == "u"
+                assert p.fields[0].dtype.itemsize == (
+                    1 if max(c) < 2**8 else 2 if max(c) < 2**16 else 4
+                )
+            partials.append(p)
+        if weighted:  # a float partial merged with the counts
+            partials.append(
+                from_entries(
+                    0, 64, np.array([10, 10]), [np.array([0.5, 0.25])], [np.float64]
+                )
+            )
+        out = combine(partials, 0, 64)
+        # two levels, as the routing tree merges
+        groups = [g for g in (partials[::2], partials[1::2]) if g]
+        halves = combine([combine(g, 0, 32) for g in groups], 0, 32)
+    want = np.zeros(64)
+    want[[0, 10, 20, 30]] = np.sum(counts, axis=0)
+    if weighted:
+        want[10] += 0.75
+    np.testing.assert_array_equal(_dense_from(out), want)
+    np.testing.assert_array_equal(_dense_from(halves), want[:32])
+
+
+@given(
     keys=st.lists(st.integers(0, 63), max_size=80),
     chunk=st.sampled_from([1, 4, 16, 64]),
     fraction=st.sampled_from([0.0, 2.0]),

@@ -5,6 +5,13 @@ and is either dense (one value per key) or sparse (sorted unique keys and
 their values). Its form follows its density, so a partition that scatters a
 million entries over a billion bins carries a million pairs, and one that
 fills a small histogram carries a small dense block.
+
+Counts (the fields of unweighted sums) travel in the narrowest unsigned
+integer type that holds them: a sparse partial of a large histogram is
+mostly ones, and 1 byte per count instead of 8 makes it 9 bytes per entry
+instead of 16 (the routed partials are what fills a worker's memory).
+Merges add them up in ``int64`` and narrow the result again; merged into a
+stored chunk they take the chunk's type.
 """
 
 from __future__ import annotations
@@ -23,6 +30,26 @@ from ._algebra import SUM, Algebra
 __all__ = ["Partial", "combine", "dense_fraction", "empty", "finish", "from_entries"]
 
 Array = npt.NDArray[Any]
+
+_NARROW = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.uint32))
+
+
+def _narrow(counts: Array) -> Array:
+    """Non-negative integer counts in the narrowest unsigned type holding them."""
+    top = int(counts.max(initial=0))
+    for dt in _NARROW:
+        if top <= np.iinfo(dt).max:
+            return counts.astype(dt, copy=False)
+    return counts.astype(np.int64, copy=False)
+
+
+def _is_narrow(dt: Any) -> bool:
+    return np.dtype(dt) in _NARROW
+
+
+def _wide(dt: Any) -> np.dtype[Any]:
+    """The type in which values of ``dt`` are added up (narrow counts: int64)."""
+    return np.dtype(np.int64) if _is_narrow(dt) else np.dtype(dt)
 
 
 @dataclass(frozen=True)
@@ -142,7 +169,8 @@ def from_entries(
         Per field, the contribution of each entry; ``None`` stands for 1
         (sum storages only).
     dtypes
-        dtype of each field.
+        dtype of each field; counts (a ``None`` field, or a narrow unsigned
+        one) of a sum come out narrow (see the module's docstring).
     algebra
         How contributions merge.
     """
@@ -150,11 +178,20 @@ def from_entries(
     if not algebra.mean and len(keys) >= dense_fraction() * n_keys:
         # Many entries per bin: a bincount over the whole range is O(entries + bins).
         local = keys - lo if lo else keys
+        counts = [w is None or _is_narrow(w.dtype) for w in fields]
         dense = tuple(
-            np.bincount(local, weights=w, minlength=n_keys).astype(dt, copy=False)
-            for w, dt in zip(fields, dtypes, strict=True)
+            np.bincount(local, weights=w, minlength=n_keys).astype(
+                np.int64 if c else dt, copy=False
+            )
+            for w, dt, c in zip(fields, dtypes, counts, strict=True)
         )
-        return finish(lo, hi, dense, algebra)
+        part = finish(lo, hi, dense, algebra)
+        if part.keys is None or not any(counts):
+            return part
+        narrowed = (
+            _narrow(f) if c else f for f, c in zip(part.fields, counts, strict=True)
+        )
+        return Partial(lo, hi, part.keys, tuple(narrowed), algebra)
     # Sorting the keys alone is several times faster than an argsort; only
     # fields with per-entry values need the permutation.
     weighted = any(f is not None for f in fields)
@@ -171,7 +208,9 @@ def from_entries(
     out = []
     for w, dt in zip(fields, dtypes, strict=True):
         if w is None:
-            out.append(np.diff(np.r_[starts, len(skeys)]).astype(dt))
+            out.append(_narrow(np.diff(np.r_[starts, len(skeys)])))
+        elif _is_narrow(w.dtype):
+            out.append(_narrow(np.add.reduceat(w[order], starts, dtype=np.int64)))
         else:
             out.append(np.add.reduceat(w[order], starts).astype(dt, copy=False))
     return Partial(lo, hi, skeys[starts], tuple(out), algebra)
@@ -190,7 +229,10 @@ def combine(partials: Sequence[Partial], lo: int, hi: int) -> Partial:
     n_keys = hi - lo
     total = sum(len(p) for p in parts)
     if any(p.dense for p in parts) or total >= dense_fraction() * n_keys:
-        out = tuple(np.zeros(n_keys, dtype=f.dtype) for f in parts[0].fields)
+        out = tuple(
+            np.zeros(n_keys, dtype=_wide(np.result_type(*(p.fields[i] for p in parts))))
+            for i in range(len(parts[0].fields))
+        )
         for p in parts:
             if p.keys is None:
                 algebra.merge_into(
