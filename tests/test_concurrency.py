@@ -51,7 +51,7 @@ def _data(seed: int, n: int = N) -> tuple[np.ndarray, np.ndarray]:
 # little so that every process builds its graph on the same tip of the branch.
 SCRIPT = textwrap.dedent(
     """
-    import json, sys, time
+    import json, os, sys, time
     from pathlib import Path
 
     import dask
@@ -87,6 +87,12 @@ SCRIPT = textwrap.dedent(
     base = h.repository.lookup_branch("main")
     stored = h.compute(scheduler="threads", num_workers=2)
     Path(cfg["out"]).write_text(json.dumps({"base": base, "snapshot": stored.snapshot_id}))
+    # The report is written: exit without the interpreter's teardown, where
+    # icechunk's native (tokio) threads can race Python's finalization and
+    # segfault a finished process (seen once on stack B; the CLI exits the
+    # same way, see dask_hizt.cli.run).
+    sys.stdout.flush()
+    os._exit(0)
     """
 )
 
@@ -99,7 +105,13 @@ def _run_processes(
     script.write_text(SCRIPT)
     go = tmp_path / "go"
     procs: list[tuple[subprocess.Popen[bytes], dict[str, Any]]] = []
-    env = {**os.environ, "ICECHUNK_LOG": "error", "PYTHONWARNINGS": "error"}
+    # faulthandler: should a process still crash, its threads' stacks are in stderr
+    env = {
+        **os.environ,
+        "ICECHUNK_LOG": "error",
+        "PYTHONWARNINGS": "error",
+        "PYTHONFAULTHANDLER": "1",
+    }
     # The repository exists; the processes race to create the histogram in it.
     icechunk.Repository.create(icechunk.local_filesystem_storage(str(repo)))
     try:
