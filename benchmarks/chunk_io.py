@@ -201,7 +201,7 @@ def run_path(case: Case, method: str, concurrency: int) -> tuple[float, Any]:
         dask.config.set({"dask_hizt.write-concurrency": concurrency}),
     ):
         start = time.perf_counter()
-        sync(_write(fork, case.jobs, raw=method == "raw"))
+        sync(_write(fork, case.jobs, 16, raw=method == "raw"))
         elapsed = time.perf_counter() - start
     return elapsed * 1e3 / case.n_chunks, fork
 

@@ -77,16 +77,16 @@ LOCAL_HTTP: dict[str, Any] = {"dashboard": False, "dashboard_address": "127.0.0.
 def assert_landed(
     repo: Any, before: list[str], stored: Any, *, created: str | None = None
 ) -> None:
-    """The compute added exactly one fill commit, ``stored``'s snapshot, on top
-    of ``before`` (snapshot ids, newest first), and before it the commit that
-    created the histogram ``created``, if it was new."""
+    """The compute added exactly one commit, ``stored``'s snapshot, on top of
+    ``before`` (snapshot ids, newest first): a fill commit that also created
+    the histogram ``created``, if it was new."""
     now = list(repo.ancestry(branch="main"))
     new = now[: len(now) - len(before)]
     assert [s.id for s in now[len(new) :]] == before
-    assert [s.id for s in new[:1]] == [stored.snapshot_id]
+    assert [s.id for s in new] == [stored.snapshot_id]
     assert new[0].message.startswith("dask_hizt: fill")
-    want = [] if created is None else [f"dask_hizt: create {created}"]
-    assert [s.message for s in new[1:]] == want
+    meta = (new[0].metadata or {}).get("dask_hizt", {})
+    assert meta.get("created", []) == ([] if created is None else [created])
 
 
 @pytest.fixture

@@ -113,18 +113,25 @@ def _partial(h: hist.Hist, schema: Schema) -> Partial:
     return finish(0, LAYOUT.n_keys, fields, for_storage(schema.spec.uhi_type))
 
 
-def _write_one(repo: Any, schema: Schema, part: Partial, *, raw: bool) -> Any:
+def _write_one(
+    repo: Any, schema: Schema, part: Partial, *, raw: bool, concurrency: int = 16
+) -> Any:
     """Write ``part`` into a fork of the branch tip by one path; the fork."""
     segment = Segment("h", schema.spec.fields, LAYOUT, 0, 0, LAYOUT.n_chunks)
     jobs = [(segment, part, _touched_chunks(part, LAYOUT.chunk_size))]
     fork = repo.writable_session("main").fork()
-    sync(_write(fork, jobs, raw=raw))
+    sync(_write(fork, jobs, concurrency, raw=raw))
     return fork
 
 
-def _write_both(repo: Any, schema: Schema, part: Partial) -> dict[bool, Any]:
+def _write_both(
+    repo: Any, schema: Schema, part: Partial, concurrency: int = 16
+) -> dict[bool, Any]:
     """Write ``part`` into a fork of the branch tip by each path; the forks."""
-    return {raw: _write_one(repo, schema, part, raw=raw) for raw in (False, True)}
+    return {
+        raw: _write_one(repo, schema, part, raw=raw, concurrency=concurrency)
+        for raw in (False, True)
+    }
 
 
 def _stored(store: Any, schema: Schema) -> dict[str, bytes | None]:
@@ -292,8 +299,7 @@ def test_write_concurrency_bounds_chunks_in_flight(
 
     monkeypatch.setattr(icechunk.IcechunkStore, "get", get)
     part = _partial(_eager("double", 7, ["a", "zz"]), schema)
-    with dask.config.set({"dask_hizt.write-concurrency": 2}):
-        _write_both(repo, schema, part)
+    _write_both(repo, schema, part, concurrency=2)
     assert state["most"] == 2
 
 

@@ -163,7 +163,7 @@ def test_demo_fills_on_a_local_cluster_and_prints_history(tmp_path: Path) -> Non
     result = _run(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "pt of DY, summed over eta" in result.stdout
-    assert "dask_hizt: fill demo/pt_eta from 4 partitions" in result.stdout
+    assert "dask_hizt: fill demo/pt_eta from 4 input partitions" in result.stdout
     assert "created" in result.stdout
     # progress is on by default, on stderr (distributed's bar on the LocalCluster)
     assert "100% Completed" in result.stderr

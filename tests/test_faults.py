@@ -115,6 +115,13 @@ def _fail_setitem_at(monkeypatch: pytest.MonkeyPatch, at: int) -> list[int]:
     return calls
 
 
+def _drop_scratch(repo: Path) -> None:
+    """Collect the one snapshot a compute that creates histograms leaves
+    outside the history (the base its owners fork from), and nothing else."""
+    report = dh.gc(repo, older_than=dt.timedelta(0), idle=True)
+    assert (report.snapshots_deleted, report.chunks_deleted) == (1, 0)
+
+
 def _orphans_of_a_failed_write(
     repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[dict[str, Any], dict[str, int], dict[str, int]]:
@@ -125,6 +132,7 @@ def _orphans_of_a_failed_write(
     """
     first = _data(seed=1)
     _lazy(repo, first).compute()
+    _drop_scratch(repo)
     committed = _chunk_files(repo)
     assert len(committed) == 12  # every chunk of h and g is an object of its own
     history = _history(repo)
@@ -161,6 +169,7 @@ def test_failing_write_commits_nothing_gc_removes_orphans_rerun_lands(
     with dask.config.set(scheduler=scheduler, pool=pool, **{"dask_hizt.owners": 3}):
         first = _data(seed=1)
         _lazy(repo_path, first).compute()
+        _drop_scratch(repo_path)
         committed = _chunk_files(repo_path)
         history = _history(repo_path)
         calls = _fail_setitem_at(monkeypatch, 5)
@@ -256,7 +265,8 @@ def test_gc_keeps_all_reachable_history(repo_path: Path) -> None:
     history = _history(repo_path)
 
     report = dh.gc(repo_path, older_than=dt.timedelta(0), idle=True)
-    assert report.chunks_deleted == report.snapshots_deleted == 0
+    assert report.chunks_deleted == 0
+    assert report.snapshots_deleted == 1  # the creating compute's scratch snapshot
     assert report.snapshots_expired == 0
     assert _chunk_files(repo_path) == files
     assert _history(repo_path) == history

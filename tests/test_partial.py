@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dask_hizt._fill import Arg, FillSpec, FillTask, Target
-from dask_hizt._graph import route_and_write
+from dask_hizt._graph import GraphSettings, route_and_write
+from dask_hizt._identity import PartitionInfo
 from dask_hizt._partial import Partial, combine, from_entries
 from dask_hizt._writer import _touched_chunks
 from dask_hizt.errors import FillError
@@ -137,8 +138,9 @@ def test_routing_tree_is_bounded(
 
     dsk: dict = {("fill", i): None for i in range(n_partitions)}
     owners = [FakeOwner(i) for i in range(n_owners)]
+    settings = GraphSettings(split_every, 0.25, 1)
     writers = route_and_write(
-        dsk, "t", [("fill", i) for i in range(n_partitions)], owners, split_every
+        dsk, "t", [("fill", i) for i in range(n_partitions)], owners, settings
     )  # type: ignore[arg-type]
     assert writers == [("hizt-write-t", i) for i in range(n_owners)]
     for key, value in dsk.items():
@@ -148,7 +150,7 @@ def test_routing_tree_is_bounded(
         assert 1 <= len(children) <= split_every, key
         # every routing node covers a key range inside the full key space
         if key[0].startswith("hizt-route"):
-            _, _, lo, hi = value
+            _, _, lo, hi, _ = value
             assert 0 <= lo < hi <= n_owners * 10
 
     # each writer receives every fill partition exactly once, through one path
@@ -172,9 +174,14 @@ def _target(
     return Target("h", schema, Layout.for_schema(schema, chunk_bytes), 0, 0)
 
 
-def _task(target: Target, spec: FillSpec) -> FillTask:
-    """A fill task filling one histogram; it returns one partial (one key space)."""
-    return FillTask((target,), ((0, spec),), (target.layout.n_keys,))
+def _task(target: Target, spec: FillSpec, dense: float = 0.25) -> FillTask:
+    """A fill task filling one histogram; it returns one partial (one key space)
+    and what it added."""
+    return FillTask((target,), ((0, spec),), (target.layout.n_keys,), dense)
+
+
+def _info(where: str = "p0") -> PartitionInfo:
+    return PartitionInfo(where, (None,))
 
 
 def _to_hist(task: Target, partial: Partial) -> hist.Hist:
@@ -258,8 +265,8 @@ def test_fill_kernel_equals_eager_fill(
         None if sample is None else Arg(index=next(slots)),
     )
     target = _target(axes, getattr(hist.storage, storage)())
-    with dask.config.set({"dask_hizt.dense-fraction": fraction}):
-        (partial,) = _task(target, spec)([*data, *extra])
+    partial, added = _task(target, spec, fraction)([*data, *extra], _info())
+    assert [t for t, _ in added] == [0]
     expected = target.schema.empty_hist().fill(*data, weight=weight, sample=sample)
     got = _to_hist(target, partial)
     gv, ev = np.asarray(got.view(flow=True)), np.asarray(expected.view(flow=True))
@@ -276,8 +283,8 @@ def test_fill_kernel_rejects_bad_values() -> None:
     )
     task = _task(target, FillSpec((Arg(index=0), Arg(index=1)), None))
     with pytest.raises(FillError, match="different lengths"):
-        task([np.array(["a", "a"]), np.array([0.5])], "p0")
+        task([np.array(["a", "a"]), np.array([0.5])], _info())
     with pytest.raises(FillError, match="numeric"):
-        task([np.array(["a"]), np.array(["0.5"])], "p0")
+        task([np.array(["a"]), np.array(["0.5"])], _info())
     with pytest.raises(FillError, match="needs strings"):
-        task([np.array([1]), np.array([0.5])], "p0")
+        task([np.array([1]), np.array([0.5])], _info())

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
         UnsupportedAxisError,
         UnsupportedStorageError,
     )
-    from .maintenance import GcReport, gc
+    from .maintenance import GcReport, delete, gc
     from .runner import Staging
     from .stored import Commit, StoredHist, open
 
@@ -55,6 +55,7 @@ _LAZY = {
     "UnsupportedAxisError": "errors",
     "UnsupportedStorageError": "errors",
     "compute": "collection",
+    "delete": "maintenance",
     "gc": "maintenance",
     "histogram": "collection",
     "open": "stored",
@@ -94,6 +95,7 @@ __all__ = [
     "UnsupportedStorageError",
     "__version__",
     "compute",
+    "delete",
     "gc",
     "histogram",
     "open",

@@ -20,10 +20,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._commit import Commit, fill_message
+from ._fill import Added
 from ._partial import Partial, combine
 from ._writer import Owner
 from .schema import ATTR_KEY
-from .transaction import RepoRef, Written, commit_forks, writable
+from .transaction import Creation, RepoRef, Written, commit_forks, writable
 
 __all__ = ["BatchCommit", "ChainState", "Gate", "pick_fork", "write_batch"]
 
@@ -41,14 +43,14 @@ class ChainState:
     carried
         Per histogram path, identities of partitions filled but not yet
         committed (their counts are in the owners' carried partials).
-    partitions
-        Number of partitions not yet committed.
+    creation
+        The compute's new histograms and categories, until a commit holds them.
     """
 
     snapshot: str
     last: float
     carried: Mapping[str, Sequence[str]] = field(default_factory=dict)
-    partitions: int = 0
+    creation: Creation | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,12 @@ class Gate:
         due = self.seconds is None or time.time() - prev.last >= self.seconds
         if not (due or self.final):
             return GateState(None, prev.snapshot, prev)
+        if prev.creation is not None:
+            # Nothing committed yet: write into the arrays the compute creates.
+            parent = prev.creation.parent
+            return GateState(
+                tuple(parent.fork() for _ in range(self.n_forks)), prev.snapshot, prev
+            )
         session = writable(self.ref, self.branch)
         forks = tuple(session.fork() for _ in range(self.n_forks))
         return GateState(forks, str(session.snapshot_id), prev)
@@ -97,49 +105,55 @@ def write_batch(
     parts = [*partials, prev] if isinstance(prev, Partial) else list(partials)
     if fork is None:
         lo, hi = owner.key_range
-        return combine(parts, lo, hi)
+        return combine(parts, lo, hi, owner.dense)
     return owner.write(parts, fork)
 
 
 @dataclass(frozen=True)
 class BatchCommit:
-    """Commits batch ``b`` (and what earlier batches carried), if its gate opened."""
+    """Commits batch ``batch`` (and what earlier batches carried), if its gate opened."""
 
-    ref: RepoRef
-    branch: str
-    what: str
-    metadata: Mapping[str, Any]
+    commit: Commit
     compute_id: str
-    since: str
     batch: int
     n_batches: int
-    inputs: Mapping[str, Sequence[str]]
-    partitions: int
 
     def __call__(
-        self, gate: GateState, written: Sequence[Written | Partial]
+        self,
+        gate: GateState,
+        written: Sequence[Written | Partial],
+        added: Sequence[Added],
     ) -> ChainState:
+        c = self.commit
         carried = {p: list(ids) for p, ids in gate.prev.carried.items()}
-        for path, ids in self.inputs.items():
+        for path, ids in c.inputs_of(added).items():
             carried.setdefault(path, []).extend(ids)
-        partitions = self.partitions + gate.prev.partitions
         if gate.forks is None:
-            return ChainState(gate.prev.snapshot, gate.prev.last, carried, partitions)
-        meta = dict(self.metadata)
+            return ChainState(
+                gate.prev.snapshot, gate.prev.last, carried, gate.prev.creation
+            )
+        meta = dict(c.metadata)
         meta[ATTR_KEY] = {
             **meta[ATTR_KEY],
             "histograms": {p: {"inputs": ids} for p, ids in carried.items()},
         }
+        note = f" (checkpoint, batch {self.batch + 1} of {self.n_batches})"
         snapshot = commit_forks(
-            self.ref,
-            self.branch,
+            c.ref,
+            c.branch,
             gate.base,
             [w for w in written if isinstance(w, Written)],
-            f"dask_hizt: fill {self.what} from {partitions} partitions "
-            f"(checkpoint, batch {self.batch + 1} of {self.n_batches})",
+            fill_message(
+                c.what,
+                carried,
+                note,
+                () if gate.prev.creation is None else gate.prev.creation.created,
+            ),
             meta,
             self.compute_id,
-            since=self.since,
+            retries=c.retries,
+            since=c.base,
+            creation=gate.prev.creation,
         )
         return ChainState(snapshot, time.time())
 

@@ -25,12 +25,21 @@ import numpy.typing as npt
 import pandas as pd
 
 from ._algebra import for_storage, samples
-from ._partial import Partial, combine, dense_fraction, empty, finish, from_entries
+from ._identity import PartitionInfo, array_digest, content_digest, content_id
+from ._partial import Partial, combine, empty, finish, from_entries
 from .errors import FillError
 from .layout import Layout
 from .schema import Schema, growing
 
-__all__ = ["Arg", "FillSpec", "FillTask", "Inputs", "Target", "flatten_arguments"]
+__all__ = [
+    "Added",
+    "Arg",
+    "FillSpec",
+    "FillTask",
+    "Inputs",
+    "Target",
+    "flatten_arguments",
+]
 
 
 class Inputs(Protocol):
@@ -43,18 +52,19 @@ class Inputs(Protocol):
 @dataclass(frozen=True)
 class Arg:
     """Where a fill argument comes from: a partition input (``index`` into the
-    task's inputs, and the ``column`` to take when that input is a DataFrame)
-    or a Python scalar broadcast to every entry (``value``)."""
+    task's inputs, and the ``part`` to take when that input is a tuple of
+    packed dataframe partitions) or a Python scalar broadcast to every entry
+    (``value``)."""
 
     index: int | None = None
     value: Any = None
-    column: str | None = None
+    part: int | None = None
 
     def take(self, inputs: Inputs) -> Any:
         """This argument's data among a partition's inputs."""
         assert self.index is not None
         data = inputs[self.index]
-        return data if self.column is None else data[self.column]
+        return data if self.part is None else data[self.part]
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,10 @@ class FillSpec:
     axes: tuple[Arg, ...]
     weight: Arg | None
     sample: Arg | None = None
+
+    def args(self) -> tuple[Arg | None, ...]:
+        """Every argument, in the order identities digest them."""
+        return (*self.axes, self.weight, self.sample)
 
 
 @dataclass(frozen=True)
@@ -82,6 +96,10 @@ class Target:
         return self.offset, self.offset + self.layout.n_keys
 
 
+#: What a fill task added: ``(target index, identity)`` per filled partition.
+Added = tuple[tuple[int, str], ...]
+
+
 @dataclass(frozen=True)
 class FillTask:
     """Everything a fill task needs apart from the partition data.
@@ -95,40 +113,82 @@ class FillTask:
         partition.
     space_sizes
         Number of keys of each key space.
+    dense
+        The ``dask_hizt.dense-fraction`` setting, captured with the graph.
+    dry
+        Only tell what would go in (``Hist.pending``): fill nothing, and
+        report ``(fill index, identity)`` pairs instead of targets.
     """
 
     targets: tuple[Target, ...]
     fills: tuple[tuple[int, FillSpec], ...]
     space_sizes: tuple[int, ...]
+    dense: float
+    dry: bool = False
 
-    def __call__(self, inputs: Inputs, partition: str = "") -> tuple[Partial, ...]:
-        """Fill the queued fills from one partition's inputs; one partial per key space."""
+    def __call__(
+        self, inputs: Inputs, info: PartitionInfo
+    ) -> tuple[Partial | Added, ...]:
+        """Fill the queued fills from one partition's inputs.
+
+        Returns one partial per key space, then the ``(target, identity)``
+        of each fill that went in. A fill whose identity is in
+        ``info.committed`` (or listed in ``info.skip``) is left out.
+        """
         per_space: list[list[Partial]] = [[] for _ in self.space_sizes]
         # Inputs that can be dropped (see _lazy) are released after their last reader.
         release = getattr(inputs, "release", None)
         readers = [_slots(spec) for _, spec in self.fills]
         left = Counter(i for slots in readers for i in slots)
         if _on_typetracers(inputs, left):
-            return self._mock(inputs, left)
+            return (*self._mock(inputs, left), ())
+        where = info.where
         flat: dict[frozenset[int], Inputs] = {}
-        for (t, spec), slots in zip(self.fills, readers, strict=True):
-            target = self.targets[t]
-            key = frozenset(slots)
-            if key not in flat:
-                flat[key] = _flatten_awkward(inputs, slots, partition)
-            data = flat[key]
-            part = _one_fill(target.schema, target.layout, spec, data, partition)
-            per_space[target.space].append(part.shifted(target.offset))
+        digests: dict[tuple[frozenset[int], int, int | None], str] = {}
+        seen: Counter[tuple[int, str]] = Counter()
+        added: list[tuple[int, str]] = []
+        for j, ((t, spec), slots) in enumerate(zip(self.fills, readers, strict=True)):
+            if j not in info.skip:
+                target = self.targets[t]
+                key = frozenset(slots)
+                if key not in flat:
+                    flat[key] = _flatten_awkward(inputs, slots, where)
+                args = _arguments(target.schema, spec, flat[key], where)
+                given = info.given[j]
+                if given is None:
+                    parts = [
+                        _digest(a, spec_arg, key, digests)
+                        for a, spec_arg in zip(
+                            args.digested(), spec.args(), strict=True
+                        )
+                    ]
+                    base = content_id(where, parts)
+                    identity = content_id(where, parts, seen[(t, base)])
+                    seen[(t, base)] += 1
+                else:
+                    identity = given
+                if self.dry:
+                    if (t, identity) not in info.committed:
+                        added.append((j, identity))
+                elif (t, identity) not in info.committed:
+                    part = _fill(target.schema, target.layout, args, self.dense)
+                    per_space[target.space].append(part.shifted(target.offset))
+                    added.append((t, identity))
             for i in slots:
                 left[i] -= 1
                 if release is not None and left[i] == 0:
                     release(i)
-        return tuple(
-            combine(parts, 0, n_keys) if parts else self._empty(space, n_keys)
+        if self.dry:
+            return (tuple(added),)
+        partials = tuple(
+            combine(parts, 0, n_keys, self.dense)
+            if parts
+            else self._empty(space, n_keys)
             for space, (parts, n_keys) in enumerate(
                 zip(per_space, self.space_sizes, strict=True)
             )
         )
+        return (*partials, tuple(added))
 
     def _mock(self, inputs: Inputs, used: Mapping[int, int]) -> tuple[Partial, ...]:
         """dask-awkward's optimizer runs partition 0 on typetracers to learn
@@ -143,6 +203,22 @@ class FillTask:
         schema = next(t.schema for t in self.targets if t.space == space)
         dtypes = [schema.dtype] * len(schema.spec.fields)
         return empty(0, n_keys, dtypes, for_storage(schema.spec.uhi_type))
+
+
+def _digest(
+    value: Any,
+    arg: Arg | None,
+    slots: frozenset[int],
+    cache: dict[tuple[frozenset[int], int, int | None], str],
+) -> str:
+    """The digest of one argument; an input read by several fills is digested once."""
+    if arg is None or arg.index is None or not isinstance(value, np.ndarray):
+        return content_digest([value])
+    key = (slots, arg.index, arg.part)
+    found = cache.get(key)
+    if found is None:
+        found = cache[key] = array_digest(value)
+    return found
 
 
 def _is_awkward(x: Any) -> bool:
@@ -262,16 +338,27 @@ def _axis_indices(
     return idx, (None if ok.all() else ok)
 
 
-def _one_fill(
-    schema: Schema,
-    layout: Layout,
-    spec: FillSpec,
-    inputs: Inputs,
-    partition: str,
-) -> Partial:
-    names = [n or f"#{i}" for i, n in enumerate(schema.names)]
+@dataclass(frozen=True)
+class _Arguments:
+    """One fill's arguments for one partition, checked: per axis a 1-D array
+    or a broadcast scalar, then the weight and the sample (``None``, a float
+    or a float64 array), and the number of entries."""
 
-    values: list[Any] = []  # per axis: a 1-D array or a broadcast scalar
+    values: list[Any]
+    weight: Any
+    sample: Any
+    n: int
+
+    def digested(self) -> list[Any]:
+        """The arguments in :meth:`FillSpec.args` order."""
+        return [*self.values, self.weight, self.sample]
+
+
+def _arguments(
+    schema: Schema, spec: FillSpec, inputs: Inputs, partition: str
+) -> _Arguments:
+    names = [n or f"#{i}" for i, n in enumerate(schema.names)]
+    values: list[Any] = []
     lengths: dict[str, int] = {}
     for name, arg, ax_spec in zip(names, spec.axes, schema.axes, strict=True):
         if arg.index is None:
@@ -290,10 +377,15 @@ def _one_fill(
         )
         raise FillError(msg)
     n = next(iter(lengths.values())) if lengths else 1
+    return _Arguments(values, weight, sample, n)
 
-    if n >= dense_fraction() * layout.n_keys:
-        return _fill_dense(schema, layout, values, weight, sample)
-    return _fill_sparse(schema, layout, values, weight, sample, n)
+
+def _fill(schema: Schema, layout: Layout, args: _Arguments, dense: float) -> Partial:
+    if args.n >= dense * layout.n_keys:
+        return _fill_dense(schema, layout, args.values, args.weight, args.sample, dense)
+    return _fill_sparse(
+        schema, layout, args.values, args.weight, args.sample, args.n, dense
+    )
 
 
 def _numbers(
@@ -317,20 +409,33 @@ def _numbers(
 
 
 def _fill_dense(
-    schema: Schema, layout: Layout, values: list[Any], weight: Any, sample: Any
+    schema: Schema,
+    layout: Layout,
+    values: list[Any],
+    weight: Any,
+    sample: Any,
+    dense: float,
 ) -> Partial:
     """Many entries per bin: boost-histogram's own fill, reordered into keys."""
     h = schema.empty_boost()
     h.fill(*values, weight=weight, sample=sample)
     view: Any = h.view(flow=True)
     fields = schema.spec.fields
-    dense = [view] if fields == ("value",) else [view[f] for f in fields]
-    chunk_major = tuple(layout.chunk_major(np.asarray(d)) for d in dense)
-    return finish(0, layout.n_keys, chunk_major, for_storage(schema.spec.uhi_type))
+    blocks = [view] if fields == ("value",) else [view[f] for f in fields]
+    chunk_major = tuple(layout.chunk_major(np.asarray(d)) for d in blocks)
+    return finish(
+        0, layout.n_keys, chunk_major, for_storage(schema.spec.uhi_type), dense
+    )
 
 
 def _fill_sparse(
-    schema: Schema, layout: Layout, values: list[Any], weight: Any, sample: Any, n: int
+    schema: Schema,
+    layout: Layout,
+    values: list[Any],
+    weight: Any,
+    sample: Any,
+    n: int,
+    dense: float,
 ) -> Partial:
     """Few entries per bin: per-entry keys, merged by sorting."""
     dtypes = [schema.dtype] * len(schema.spec.fields)
@@ -363,4 +468,4 @@ def _fill_sparse(
         fields = [w, None if w is None else w * w]
     else:
         fields = [w]
-    return from_entries(0, layout.n_keys, keys, fields, dtypes, algebra)
+    return from_entries(0, layout.n_keys, keys, fields, dtypes, algebra, dense)

@@ -29,7 +29,12 @@ from typing import Any
 import dask.array as da
 import dask.config
 import icechunk
-from dask.blockwise import blockwise, fuse_roots, optimize_blockwise
+from dask.blockwise import (
+    BlockwiseDepDict,
+    blockwise,
+    fuse_roots,
+    optimize_blockwise,
+)
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from ._checkpoint import (
@@ -40,19 +45,21 @@ from ._checkpoint import (
     snapshot_of,
     write_batch,
 )
+from ._commit import Commit, CommitTask
 from ._fill import FillTask
+from ._identity import PartitionInfo
+from ._inputs import is_awkward
 from ._lazy import FillBlock, make_lazy
-from ._partial import combine
+from ._partial import combine, dense_fraction
 from ._writer import Owner
 from .errors import StoreError
-from .schema import ATTR_KEY
 from .storage import redact
-from .transaction import RepoRef, commit_forks
+from .transaction import RepoRef
 
 __all__ = [
     "Checkpoint",
-    "Commit",
     "FillBlock",
+    "GraphSettings",
     "StoreLayer",
     "compute_graph",
     "fill_layer",
@@ -61,39 +68,6 @@ __all__ = [
 ]
 
 Key = Hashable
-
-
-@dataclass(frozen=True)
-class Commit:
-    """The commit of one repository: which key spaces' owners it merges.
-
-    ``inputs`` gives, per fill task, the identities of the partitions it
-    adds to each histogram of the repository (all of whose paths are in
-    ``paths``); ``metadata`` is the rest of the commit's metadata.
-    """
-
-    ref: RepoRef
-    branch: str
-    base: str
-    spaces: tuple[int, ...]
-    paths: tuple[str, ...]
-    metadata: dict[str, Any]
-    inputs: tuple[Mapping[str, Sequence[str]], ...]
-
-    @property
-    def what(self) -> str:
-        """The histograms, for commit messages."""
-        return (
-            self.paths[0] if len(self.paths) == 1 else f"{len(self.paths)} histograms"
-        )
-
-    def inputs_of(self, fills: Sequence[int]) -> dict[str, list[str]]:
-        """Per path, the identities the fill tasks ``fills`` add."""
-        out: dict[str, list[str]] = {p: [] for p in self.paths}
-        for i in fills:
-            for path, ids in self.inputs[i].items():
-                out[path].extend(ids)
-        return out
 
 
 @dataclass(frozen=True)
@@ -117,12 +91,41 @@ def _where(ref: RepoRef) -> str:
     return ref.url or ref.local_path or "(an icechunk repository)"
 
 
+@dataclass(frozen=True)
+class GraphSettings:
+    """dask_hizt's tunables, read from ``dask.config`` when a graph is built
+    (a ``dask.config.set`` on the client does not reach a cluster's workers).
+
+    Attributes
+    ----------
+    split_every
+        Fan-in of the routing tree (``dask_hizt.split-every``).
+    dense
+        Dense fraction of partials (``dask_hizt.dense-fraction``).
+    commit_retries
+        Attempts of a commit that races others (``dask_hizt.commit-retries``).
+    """
+
+    split_every: int
+    dense: float
+    commit_retries: int
+
+    @classmethod
+    def from_config(cls) -> GraphSettings:
+        """The settings in force now."""
+        return cls(
+            int(dask.config.get("dask_hizt.split-every")),
+            dense_fraction(),
+            int(dask.config.get("dask_hizt.commit-retries")),
+        )
+
+
 def route_and_write(
     dsk: dict[Key, Any],
     name: str,
     fill_keys: Sequence[Key],
     owners: Sequence[Owner],
-    split_every: int,
+    settings: GraphSettings,
     space: int | None = None,
     make_owner: Callable[[int, list[Any]], Any] | None = None,
 ) -> list[Key]:
@@ -138,8 +141,8 @@ def route_and_write(
         Keys of the fill tasks.
     owners
         Owner tasks, in key order (their key ranges tile the key space).
-    split_every
-        Fan-in (and fan-out) of the routing tree.
+    settings
+        Fan-in (and fan-out) of the routing tree, and the dense fraction.
     space
         Which element of the fill tasks' output tuples is this key space's
         partial (``None``: the fill output is the partial itself).
@@ -149,7 +152,7 @@ def route_and_write(
     """
     if not fill_keys:
         return []  # nothing filled: nothing to write
-    f = max(2, int(split_every))
+    f = max(2, settings.split_every)
     n_owners = len(owners)
     ranges: list[tuple[int, int]] = [(0, n_owners)]
     leaves: list[Any] = [
@@ -189,18 +192,11 @@ def route_and_write(
                     key = (f"hizt-route-{name}", level, nri, ng)
                     lo = owners[o0].key_range[0]
                     hi = owners[o1 - 1].key_range[1]
-                    dsk[key] = (combine, children, lo, hi)
+                    dsk[key] = (combine, children, lo, hi, settings.dense)
                 new_nodes[(nri, ng)] = key
         if final:
             return [new_nodes[(i, 0)] for i in range(len(new_ranges))]
         ranges, nodes, n_groups = new_ranges, dict(new_nodes), new_groups
-
-
-def is_awkward(coll: Any) -> bool:
-    """Whether ``coll`` is a dask-awkward array (without importing dask-awkward)."""
-    return type(coll).__module__.startswith("dask_awkward") and hasattr(
-        coll, "npartitions"
-    )
 
 
 def awkward_optimize() -> Any:
@@ -214,16 +210,19 @@ def fill_layer(
     name: str,
     task: FillTask,
     slot_keys: Sequence[Sequence[Key]],
-    n: int,
+    infos: Sequence[PartitionInfo],
     inputs: Sequence[Any],
 ) -> HighLevelGraph:
-    """The fill tasks of ``n`` partitions, ``(name, i)``, on top of their inputs.
+    """The fill tasks of ``len(infos)`` partitions, ``(name, i)``, on top of their inputs.
 
-    Built as a blockwise layer where every input is partitioned as
-    ``(collection name, i)``, so that dask fuses element-wise work on the
-    inputs (e.g. a weight times a factor) into the fill task instead of
-    shipping each derived array to it.
+    Each gets its partition's inputs (``slot_keys[slot][i]``) and then its
+    :class:`~dask_hizt._identity.PartitionInfo`. Built as a blockwise layer
+    where every input is partitioned as ``(collection name, i)``, so that dask
+    fuses element-wise work on the inputs (e.g. a weight times a factor) into
+    the fill task instead of shipping each derived array to it.
     """
+    n = len(infos)
+    per_block = BlockwiseDepDict({(i,): info for i, info in enumerate(infos)})
     names = [
         keys[0][0] if keys and isinstance(keys[0], tuple) else None
         for keys in slot_keys
@@ -242,17 +241,22 @@ def fill_layer(
         # partition 0 on typetracers to find the columns the fills touch.
         from dask_awkward.lib.core import partitionwise_layer  # noqa: PLC0415
 
-        layer = partitionwise_layer(FillBlock(task), name, *inputs)
+        layer = partitionwise_layer(FillBlock(task), name, *inputs, per_block)
     elif names and aligned and arrays:
         layer = blockwise(
             FillBlock(task),
             name,
             "i",
             *[x for nm in names for x in (nm, "i")],
+            per_block,
+            "i",
             numblocks=dict.fromkeys(names, (n,)),
         )
     else:
-        layer = {(name, i): (task, [k[i] for k in slot_keys]) for i in range(n)}
+        layer = {
+            (name, i): (task, [k[i] for k in slot_keys], info)
+            for i, info in enumerate(infos)
+        }
     return HighLevelGraph.from_collections(name, layer, dependencies=list(inputs))
 
 
@@ -301,6 +305,7 @@ def compute_graph(
     fill_keys: Sequence[Key],
     spaces: Sequence[Sequence[Owner]],
     commits: Sequence[Commit],
+    settings: GraphSettings,
     checkpoint: Checkpoint | None = None,
 ) -> dict[Key, Any]:
     """The tasks of one compute after the fills: routing, owners and the commits.
@@ -318,14 +323,22 @@ def compute_graph(
         Per key space, its owners in key order.
     commits
         One per repository.
+    settings
+        The tunables, captured when the graph is built.
     checkpoint
         Commit in batches of fill tasks (see :mod:`._checkpoint`); by
         default ONE commit per repository.
     """
     dsk: dict[Key, Any] = {}
-    split_every = int(dask.config.get("dask_hizt.split-every"))
+    # What each fill task added: small tasks of their own, so that a fill
+    # task's partials are not held until the commit.
+    added = [(f"hizt-added-{token}", i) for i in range(len(fill_keys))]
+    for a, k in zip(added, fill_keys, strict=True):
+        dsk[a] = (operator.getitem, k, -1)
     if checkpoint is not None and len(fill_keys) > checkpoint.batch:
-        _checkpointed(dsk, name, token, fill_keys, spaces, commits, checkpoint)
+        _checkpointed(
+            dsk, name, token, fill_keys, added, spaces, commits, settings, checkpoint
+        )
         return dsk
     where = {s: _where(c.ref) for c in commits for s in c.spaces}
     writers = [
@@ -334,31 +347,18 @@ def compute_graph(
             f"{token}-{s}",
             fill_keys,
             owners,
-            split_every,
+            settings,
             space=s,
             make_owner=functools.partial(_owner, owners, where.get(s, "")),
         )
         for s, owners in enumerate(spaces)
     ]
-    everything = range(len(fill_keys))
     for i, c in enumerate(commits):
         keys = [k for s in c.spaces for k in writers[s]]
-        metadata = dict(c.metadata)
-        metadata[ATTR_KEY] = {
-            **metadata[ATTR_KEY],
-            "histograms": {
-                p: {"inputs": ids} for p, ids in c.inputs_of(everything).items()
-            },
-        }
         dsk[(name, i)] = (
-            Guarded(commit_forks, _where(c.ref)),
-            c.ref,
-            c.branch,
-            c.base,
+            Guarded(CommitTask(c, f"{name}-{i}"), _where(c.ref)),
             keys,
-            f"dask_hizt: fill {c.what} from {len(fill_keys)} partitions",
-            metadata,
-            f"{name}-{i}",
+            list(added),
         )
     return dsk
 
@@ -378,12 +378,13 @@ def _checkpointed(
     name: str,
     token: str,
     fill_keys: Sequence[Key],
+    added: Sequence[Key],
     spaces: Sequence[Sequence[Owner]],
     commits: Sequence[Commit],
+    settings: GraphSettings,
     checkpoint: Checkpoint,
 ) -> None:
     """Routing, owners, gates and commits of a checkpointed compute."""
-    split_every = int(dask.config.get("dask_hizt.split-every"))
     size = checkpoint.batch
     batches = [
         range(a, min(a + size, len(fill_keys))) for a in range(0, len(fill_keys), size)
@@ -392,7 +393,7 @@ def _checkpointed(
         owned = [(s, o) for s in c.spaces for o in range(len(spaces[s]))]
         forks = {so: j for j, so in enumerate(owned)}
         prev: Key = (f"hizt-start-{token}", i)
-        dsk[prev] = ChainState(c.base, checkpoint.start)
+        dsk[prev] = ChainState(c.base, checkpoint.start, creation=c.creation)
         for b, batch in enumerate(batches):
             gate = (f"hizt-gate-{token}", i, b)
             final = b == len(batches) - 1
@@ -410,26 +411,20 @@ def _checkpointed(
                     f"{token}-{s}-b{b}",
                     [fill_keys[k] for k in batch],
                     spaces[s],
-                    split_every,
+                    settings,
                     space=s,
                     make_owner=functools.partial(
                         _batch_owner, dsk, token, gate, forks, spaces[s], s, b, c.ref
                     ),
                 )
-            step = BatchCommit(
-                c.ref,
-                c.branch,
-                c.what,
-                c.metadata,
-                f"{name}-{i}-{b}",
-                c.base,
-                b,
-                len(batches),
-                c.inputs_of(batch),
-                len(batch),
-            )
+            step = BatchCommit(c, f"{name}-{i}-{b}", b, len(batches))
             commit = (f"hizt-commit-{token}", i, b)
-            dsk[commit] = (Guarded(step, _where(c.ref)), gate, writers)
+            dsk[commit] = (
+                Guarded(step, _where(c.ref)),
+                gate,
+                writers,
+                [added[k] for k in batch],
+            )
             prev = commit
         dsk[(name, i)] = (snapshot_of, prev)
 

@@ -18,7 +18,14 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dask._task_spec import Alias, GraphNode, Task, TaskRef, _execute_subgraph
+from dask._task_spec import (
+    Alias,
+    DataNode,
+    GraphNode,
+    Task,
+    TaskRef,
+    _execute_subgraph,
+)
 
 from ._fill import FillTask
 
@@ -29,12 +36,14 @@ Key = Hashable
 
 @dataclass(frozen=True)
 class FillBlock:
-    """A fill task as a blockwise function: the partition's inputs come as arguments."""
+    """A fill task as a blockwise function: the partition's inputs come as
+    arguments, followed by its :class:`~dask_hizt._identity.PartitionInfo`."""
 
     task: FillTask
 
-    def __call__(self, *inputs: Any) -> tuple[Any, ...]:
-        return self.task(inputs)
+    def __call__(self, *args: Any) -> tuple[Any, ...]:
+        *inputs, info = args
+        return self.task(inputs, info)
 
 
 def make_lazy(node: Any) -> Any:
@@ -123,18 +132,30 @@ class _Level:
                 self.demand(target)
             return _Level(inner, {}, (self, outer), outkey).run()
         block = node.func
-        slots = [_ref(a) for a in node.args]
+        *data, info = node.args
+        slots = [_ref(a) for a in data]
         if not isinstance(block, FillBlock) or node.kwargs or None in slots:
             return self._eagerly()
         for key in slots:
             self.demand(key)
-        return block.task(_Inputs(self, slots))
+        known = _ref(info)  # the partition's info: a literal, or a node of its own
+        if known is None:
+            return block.task(_Inputs(self, slots), _literal(info))
+        self.demand(known)
+        value = self.get(known)
+        self.release(known)
+        return block.task(_Inputs(self, slots), value)
 
     def _eagerly(self) -> Any:
         """As dask would run it: every input made before the call."""
         for dep in self.dsk[self.outkey].dependencies:
             self.demand(dep)
         return self.get(self.outkey)
+
+
+def _literal(arg: Any) -> Any:
+    """The value of a literal task argument (dask may wrap it in a DataNode)."""
+    return arg.value if isinstance(arg, DataNode) else arg
 
 
 def _ref(arg: Any) -> Key | None:

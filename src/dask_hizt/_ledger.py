@@ -6,51 +6,34 @@ skips the partitions already recorded on its branch, so running a job again,
 or again after it died halfway, adds nothing twice; and a commit refuses
 partitions that a racing compute recorded while it ran.
 
-An identity names one partition of one fill: by default the partition's dask
-key plus a digest of the fill (which collections feed which axes, the
-scalars), or a string the user gives (e.g. a file and entry range).
+An identity names one partition of one fill (see :mod:`dask_hizt._identity`).
+A histogram's identities are those recorded since the commit that created
+it; a commit that deletes it forgets them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import icechunk
-from dask.base import tokenize
 
 from .schema import ATTR_KEY
 
-__all__ = ["committed", "committed_between", "default_ids"]
+__all__ = ["committed", "committed_between"]
 
 
-def default_ids(keys: Sequence[Any], signature: Any) -> list[str]:
-    """Identities of a fill's partitions from the dask keys of its first
-    partitioned argument, e.g. ``"normal-5c1f…/3#9e0b…"``.
-
-    ``signature`` describes the whole fill (every argument's collection name
-    or scalar value, per axis), so two fills of one partition, say with
-    different scalar categories, have different identities.
-    """
-    digest = tokenize(signature)[:12]
-    out = []
-    for key in keys:
-        name, *index = key if isinstance(key, tuple) else (key,)
-        where = "/".join(str(i) for i in index)
-        out.append(f"{name}/{where}#{digest}")
-    return out
-
-
-def _read(snap: Any) -> tuple[set[str], dict[str, list[str]]]:
-    """The paths a snapshot created and the inputs it recorded per path."""
+def _read(snap: Any) -> tuple[set[str], set[str], dict[str, list[str]]]:
+    """The paths a snapshot created and deleted, and the inputs it recorded per path."""
     meta: Mapping[str, Any] = (snap.metadata or {}).get(ATTR_KEY, {})
     created = meta.get("created", ())
     paths = {created} if isinstance(created, str) else set(created)
+    deleted = set(meta.get("deleted", ()))
     inputs = {
         path: list(h.get("inputs", ()))
         for path, h in meta.get("histograms", {}).items()
     }
-    return paths, inputs
+    return paths, deleted, inputs
 
 
 # Per snapshot id (unique across repositories): per path, the identities in
@@ -78,8 +61,11 @@ def committed(
         if known is not None and wanted <= known.keys():
             base = known
             break
-        created, inputs = _read(snap)
+        created, deleted, inputs = _read(snap)
         for path in wanted - closed:
+            if path in deleted:
+                closed.add(path)  # what was in went with it
+                continue
             found[path].update(inputs.get(path, ()))
             if path in created:
                 closed.add(path)
@@ -110,7 +96,7 @@ def committed_between(
     for snap in repo.ancestry(snapshot_id=tip):
         if snap.id == base:
             break
-        _, inputs = _read(snap)
+        _, _, inputs = _read(snap)
         for path in wanted & inputs.keys():
             out.setdefault(path, set()).update(inputs[path])
     return out

@@ -131,19 +131,29 @@ def empty(lo: int, hi: int, dtypes: Sequence[Any], algebra: Algebra = SUM) -> Pa
 
 
 def dense_fraction() -> float:
-    """``dask_hizt.dense-fraction``: how full a key range must be to stay dense."""
+    """``dask_hizt.dense-fraction``: how full a key range must be to stay dense.
+
+    Read where a graph is built; tasks are given the value (a setting made on
+    the client does not reach the workers of a cluster).
+    """
     return float(dask.config.get("dask_hizt.dense-fraction"))
 
 
 def finish(
-    lo: int, hi: int, fields: tuple[Array, ...], algebra: Algebra = SUM
+    lo: int,
+    hi: int,
+    fields: tuple[Array, ...],
+    algebra: Algebra = SUM,
+    dense: float | None = None,
 ) -> Partial:
-    """A partial from dense sums: kept dense, or dropped to pairs when mostly empty."""
+    """A partial from dense sums: kept dense, or dropped to pairs when mostly
+    empty (fewer than ``dense`` of the keys filled; default
+    :func:`dense_fraction`)."""
     filled = np.zeros(hi - lo, dtype=bool)
     for f in fields:
         filled |= f != 0
     n = int(np.count_nonzero(filled))
-    if n >= dense_fraction() * (hi - lo):
+    if n >= (dense_fraction() if dense is None else dense) * (hi - lo):
         return Partial(lo, hi, None, fields, algebra)
     keys = np.flatnonzero(filled).astype(np.int64)
     return Partial(lo, hi, keys + lo, tuple(f[keys] for f in fields), algebra)
@@ -156,6 +166,7 @@ def from_entries(
     fields: Sequence[Array | None],
     dtypes: Sequence[Any],
     algebra: Algebra = SUM,
+    dense: float | None = None,
 ) -> Partial:
     """Merge per-entry contributions into a partial.
 
@@ -173,19 +184,22 @@ def from_entries(
         one) of a sum come out narrow (see the module's docstring).
     algebra
         How contributions merge.
+    dense
+        The dense fraction (see :func:`finish`).
     """
     n_keys = hi - lo
-    if not algebra.mean and len(keys) >= dense_fraction() * n_keys:
+    dense = dense_fraction() if dense is None else dense
+    if not algebra.mean and len(keys) >= dense * n_keys:
         # Many entries per bin: a bincount over the whole range is O(entries + bins).
         local = keys - lo if lo else keys
         counts = [w is None or _is_narrow(w.dtype) for w in fields]
-        dense = tuple(
+        sums = tuple(
             np.bincount(local, weights=w, minlength=n_keys).astype(
                 np.int64 if c else dt, copy=False
             )
             for w, dt, c in zip(fields, dtypes, counts, strict=True)
         )
-        part = finish(lo, hi, dense, algebra)
+        part = finish(lo, hi, sums, algebra, dense)
         if part.keys is None or not any(counts):
             return part
         narrowed = (
@@ -216,11 +230,13 @@ def from_entries(
     return Partial(lo, hi, skeys[starts], tuple(out), algebra)
 
 
-def combine(partials: Sequence[Partial], lo: int, hi: int) -> Partial:
+def combine(
+    partials: Sequence[Partial], lo: int, hi: int, dense: float | None = None
+) -> Partial:
     """Merge the parts of ``partials`` that fall in ``[lo, hi)``.
 
-    The result is dense when the inputs fill enough of the range, and sorted
-    unique pairs otherwise.
+    The result is dense when the inputs fill at least ``dense`` of the range
+    (default :func:`dense_fraction`), and sorted unique pairs otherwise.
     """
     parts = [p.restrict(lo, hi) for p in partials]
     if len(parts) == 1 and (parts[0].lo, parts[0].hi) == (lo, hi):
@@ -228,7 +244,8 @@ def combine(partials: Sequence[Partial], lo: int, hi: int) -> Partial:
     algebra = parts[0].algebra
     n_keys = hi - lo
     total = sum(len(p) for p in parts)
-    if any(p.dense for p in parts) or total >= dense_fraction() * n_keys:
+    dense = dense_fraction() if dense is None else dense
+    if any(p.dense for p in parts) or total >= dense * n_keys:
         out = tuple(
             np.zeros(n_keys, dtype=_wide(np.result_type(*(p.fields[i] for p in parts))))
             for i in range(len(parts[0].fields))
@@ -244,11 +261,11 @@ def combine(partials: Sequence[Partial], lo: int, hi: int) -> Partial:
                 merged = algebra.merge(tuple(o[local] for o in out), p.fields)
                 for o, m in zip(out, merged, strict=True):
                     o[local] = m
-        return finish(lo, hi, out, algebra)
+        return finish(lo, hi, out, algebra, dense)
     keys = np.concatenate([p.keys for p in parts if p.keys is not None])
     n_fields = len(parts[0].fields)
     values = [np.concatenate([p.fields[i] for p in parts]) for i in range(n_fields)]
-    return from_entries(lo, hi, keys, values, [v.dtype for v in values], algebra)
+    return from_entries(lo, hi, keys, values, [v.dtype for v in values], algebra, dense)
 
 
 # Registered on import: every process that holds a Partial has unpickled this

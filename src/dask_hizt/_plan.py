@@ -1,53 +1,69 @@
-"""What a compute does: targets, key spaces, owners, forks and commits.
+"""What a compute does: targets, creations, pending partitions, fill tasks,
+owners and commits.
 
-One plan covers every histogram computed together. Histograms are grouped by
-repository (one commit each) and, inside a repository, by storage kind into
-key spaces; the queued fills of all histograms are grouped by partitioning
-into shared fill tasks, so each input partition is read once.
+One plan covers every histogram computed together (one :class:`Request`
+each). Histograms are grouped by repository (one commit each) and, inside a
+repository, by storage kind into key spaces. The queued fills are grouped by
+the partitions they read (:func:`dask_hizt._inputs.group_sources`) into
+shared fill tasks, so each input partition is read once for all of them and
+unrelated collections are never zipped together.
+
+The steps, in order: :func:`_growth` (values met by growing axes),
+:func:`_targets` (a session per repository, the creation fork, the layout of
+each histogram), :func:`_fill_groups` (the fill tasks with each partition's
+identity information), :func:`_staged_loads` (``dh.Staging`` files),
+:func:`_owners` and the commits.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import uuid
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dask
 import dask.array as da
+import dask.base
 import numpy as np
-from dask.core import flatten
-from dask.delayed import delayed
+import pandas as pd
+from dask.delayed import Delayed, delayed
 from dask.highlevelgraph import HighLevelGraph
 from dask.utils import parse_bytes
 
 from . import __version__
+from ._commit import Commit
 from ._fill import Arg, FillSpec, FillTask, Target
 from ._graph import (
     Checkpoint,
-    Commit,
+    GraphSettings,
     StoreLayer,
     compute_graph,
     fill_layer,
+)
+from ._identity import PartitionInfo, positions, where_prefix
+from ._inputs import (
+    group_sources,
     is_awkward,
+    is_frame,
+    keys_of,
+    npartitions,
+    pack_frames,
+    take,
+    where_of,
 )
 from ._ledger import committed
+from ._request import Fill, Request
 from ._stage import StagedLoad, read_header
 from ._writer import Owner, Segment
 from .errors import FillError
-from .schema import ATTR_KEY, Schema, growing
-from .transaction import (
-    RepoRef,
-    prepare_histograms,
-    read_histogram_meta,
-)
+from .schema import ATTR_KEY, growing
+from .transaction import Creation, RepoRef, prepare, read_histogram_meta
 
-if TYPE_CHECKING:
-    from .collection import Hist, _Fill, _Source
-
-__all__ = ["Plan", "plan", "prepare"]
+__all__ = ["Plan", "plan"]
 
 Key = Hashable
 
@@ -55,308 +71,300 @@ Key = Hashable
 @dataclass(frozen=True)
 class Plan:
     """A compute's graph, its output keys (one per repository) and, per
-    histogram, the index of the output holding its snapshot id."""
+    request, the index of the output holding its snapshot id."""
 
     graph: HighLevelGraph
     keys: list[Key]
     output_of: list[int]
 
 
-def _repo_id(ref: RepoRef, branch: str) -> tuple[Any, str]:
-    return (ref.local_path or id(ref.repo), branch)
+@dataclass
+class _Repository:
+    """One repository (and branch) of a compute: one commit."""
+
+    ref: RepoRef
+    branch: str
+    base: str = ""
+    writer: Any = None  # the session or creation fork that owners fork from
+    creation: Creation | None = None
+    targets: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Queued:
+    """A fill of a target (of ``request``), and how many identical fills of
+    that target were queued before it."""
+
+    target: int
+    fill: Fill
+    occurrence: int
+    request: int
 
 
 def plan(
-    hists: Sequence[Hist], name: str, token: str, checkpoint: Checkpoint | None = None
+    requests: Sequence[Request],
+    name: str,
+    token: str,
+    checkpoint: Checkpoint | None = None,
 ) -> Plan:
-    """Build the graph that fills, writes and commits ``hists`` together
+    """Build the graph that fills, writes and commits ``requests`` together
     (in batches, with a ``checkpoint``)."""
-    # --- targets: one per histogram path per repository ------------------
-    repos: dict[tuple[Any, str], int] = {}
-    refs: list[tuple[RepoRef, str]] = []
-    target_of: dict[tuple[int, str], int] = {}
-    target_hists: list[Hist] = []
-    for h in hists:
-        r = repos.setdefault(_repo_id(h._ref, h._branch), len(repos))
-        if r == len(refs):
-            refs.append((h._ref, h._branch))
-        if (r, h._path) not in target_of:
-            target_of[(r, h._path)] = len(target_hists)
-            target_hists.append(h)
+    settings = GraphSettings.from_config()
+    repos, target_of = _repositories(requests)
+    targets = _targets(requests, repos, target_of, _growth(requests))
+    done = [
+        committed(repo.ref.repo, repo.base, [targets[t].path for t in repo.targets])
+        for repo in repos
+    ]
+    repo_of = {t: r for r, repo in enumerate(repos) for t in repo.targets}
+    known = [done[repo_of[t]][target.path] for t, target in enumerate(targets)]
+    queued = _queue(requests, target_of)
+    space_sizes = _space_sizes(targets)
+    fill_keys: list[Key] = []
+    graphs: list[HighLevelGraph] = []
+    for g, group in enumerate(_fill_groups(queued, known)):
+        task = FillTask(tuple(targets), tuple(group.fills), space_sizes, settings.dense)
+        layer_name = f"hizt-fill-{token}-{g}"
+        graphs.append(
+            fill_layer(layer_name, task, group.slot_keys, group.infos, group.inputs)
+        )
+        fill_keys.extend((layer_name, i) for i in range(len(group.infos)))
+    layer_name = f"hizt-fill-{token}-staged"
+    staged: Mapping[Any, Any] | None = _staged_loads(
+        layer_name, requests, target_of, targets, space_sizes, settings, known
+    )
+    if staged is not None:
+        graphs.append(
+            HighLevelGraph.from_collections(layer_name, staged, dependencies=[])
+        )
+        fill_keys.extend(staged)
 
-    sessions = [ref.repo.writable_session(branch) for ref, branch in refs]
+    n_spaces = len(space_sizes)
+    owners = [
+        _owners(
+            [t for t in targets if t.space == s],
+            repos[_space_repo(targets, repo_of, s)].writer,
+            settings,
+        )
+        for s in range(n_spaces)
+    ]
+    commits = [
+        Commit(
+            repo.ref,
+            repo.branch,
+            repo.base,
+            tuple(sorted({targets[t].space for t in repo.targets})),
+            {t: targets[t].path for t in repo.targets},
+            {ATTR_KEY: {"version": __version__}},
+            settings.commit_retries,
+            repo.creation,
+        )
+        for repo in repos
+    ]
+    dsk = compute_graph(name, token, fill_keys, owners, commits, settings, checkpoint)
+    layers: dict[str, Any] = {}
+    dependencies: dict[str, set[str]] = {}
+    for fg in graphs:
+        layers.update(fg.layers)
+        dependencies.update(fg.dependencies)
+    fill_names = [n for fg in graphs for n in fg.layers if n.startswith("hizt-fill-")]
+    outputs: list[Key] = [(name, i) for i in range(len(repos))]
+    layers[name] = StoreLayer(dsk, fill_names, outputs)
+    dependencies[name] = set(fill_names)
+    output_of = [repo_of[target_of[i]] for i in range(len(requests))]
+    return Plan(HighLevelGraph(layers, dependencies), outputs, output_of)
+
+
+def pending(requests: Sequence[Request]) -> list[list[str]]:
+    """Per request, the identities of its fills' partitions not yet in its
+    histogram (``Hist.pending``).
+
+    Partitions known by the user's identities are answered without reading;
+    groups with fills identified by content are read (fill tasks that only
+    digest: nothing is filled, written or committed).
+    """
+    repos, target_of = _repositories(requests)
+    targets = _targets(requests, repos, target_of, {})
+    repo_of = {t: r for r, repo in enumerate(repos) for t in repo.targets}
+    done = [
+        committed(repo.ref.repo, repo.base, [targets[t].path for t in repo.targets])
+        for repo in repos
+    ]
+    known = [done[repo_of[t]][target.path] for t, target in enumerate(targets)]
+    out: list[list[str]] = [[] for _ in requests]
+    dense = GraphSettings.from_config().dense
+    graphs: list[HighLevelGraph] = []
+    lookups: list[tuple[_Group, Key]] = []
+    space_sizes = _space_sizes(targets)
+    for g, group in enumerate(_fill_groups(_queue(requests, target_of), known)):
+        if all(q.fill.given is not None for q in group.members):
+            for info in group.infos:
+                for j, q in enumerate(group.members):
+                    if j not in info.skip:
+                        given = info.given[j]
+                        assert given is not None
+                        out[q.request].append(given)
+            continue
+        task = FillTask(
+            tuple(targets), tuple(group.fills), space_sizes, dense, dry=True
+        )
+        name = f"hizt-pending-{g}-{uuid.uuid4().hex}"  # never cached by dask
+        graphs.append(
+            fill_layer(name, task, group.slot_keys, group.infos, group.inputs)
+        )
+        lookups.extend((group, (name, i)) for i in range(len(group.infos)))
+    if lookups:
+        layers: dict[str, Any] = {}
+        dependencies: dict[str, set[str]] = {}
+        for fg in graphs:
+            layers.update(fg.layers)
+            dependencies.update(fg.dependencies)
+        graph = HighLevelGraph(layers, dependencies)
+        found = dask.base.compute(
+            *[Delayed(k, graph, layer=k[0]) for _, k in lookups]  # type: ignore[index]
+        )
+        for (group, _), (pairs,) in zip(lookups, found, strict=True):
+            for j, identity in pairs:
+                out[group.members[j].request].append(identity)
+    return out
+
+
+def _repositories(
+    requests: Sequence[Request],
+) -> tuple[list[_Repository], list[int]]:
+    """The repositories of a compute, and the target (one per histogram path
+    per repository) of each request."""
+    repos: list[_Repository] = []
+    index: dict[tuple[Any, str], int] = {}
+    targets: dict[tuple[int, str], int] = {}
+    target_of = []
+    for req in requests:
+        r = index.setdefault(req.repository, len(repos))
+        if r == len(repos):
+            repos.append(_Repository(req.ref, req.branch))
+        t = targets.setdefault((r, req.path), len(targets))
+        if t not in repos[r].targets:
+            repos[r].targets.append(t)
+        target_of.append(t)
+    return repos, target_of
+
+
+def _targets(
+    requests: Sequence[Request],
+    repos: list[_Repository],
+    target_of: Sequence[int],
+    growth: Mapping[int, Mapping[int, list[Any]]],
+) -> list[Target]:
+    """Open a session per repository, make its :class:`Creation` (histograms
+    to create, categories to append), and lay the targets out in key spaces."""
+    first: dict[int, Request] = {}
+    for i, t in enumerate(target_of):
+        first.setdefault(t, requests[i])
+    for repo in repos:
+        wanted = {
+            first[t].path: (first[t].schema, first[t].chunk_bytes) for t in repo.targets
+        }
+        grow = {first[t].path: growth[t] for t in repo.targets if t in growth}
+        session, creation = prepare(repo.ref, repo.branch, wanted, grow)
+        repo.base = str(session.snapshot_id)
+        repo.creation = creation
+        repo.writer = session if creation is None else creation.parent
     targets: list[Target] = []
-    spaces: list[tuple[int, type[Any]]] = []  # (repository, storage) of each key space
-    space_size: list[int] = []
-    for (r, path), _ in sorted(target_of.items(), key=lambda kv: kv[1]):
-        h = target_hists[target_of[(r, path)]]
-        stored, layout = read_histogram_meta(sessions[r].store, path)
-        h._schema.check_same(stored, f"histogram {path!r}")
+    spaces: list[tuple[int, type[Any]]] = []
+    size: list[int] = []
+    located = sorted((t, r) for r, repo in enumerate(repos) for t in repo.targets)
+    for t, r in located:
+        req = first[t]
+        stored, layout = read_histogram_meta(repos[r].writer.store, req.path)
+        req.schema.check_same(stored, f"histogram {req.path!r}")
         kind = (r, stored.storage)
         if kind not in spaces:
             spaces.append(kind)
-            space_size.append(0)
+            size.append(0)
         s = spaces.index(kind)
-        targets.append(Target(path, stored, layout, s, space_size[s]))
-        space_size[s] += layout.n_keys
-
-    # --- fills: shared fill tasks, one per partition index ----------------
-    # Partitions whose identities are in a histogram already are skipped;
-    # a fill left with some of its partitions reads just those.
-    done = [
-        committed(
-            refs[r][0].repo,
-            str(sessions[r].snapshot_id),
-            [p for (rr, p) in target_of if rr == r],
-        )
-        for r in range(len(refs))
-    ]
-    # (target, fill, identities, partitions taken: None for all)
-    queued: list[tuple[int, _Fill, list[str], tuple[int, ...] | None]] = []
-    for h in hists:
-        r = repos[_repo_id(h._ref, h._branch)]
-        t = target_of[(r, h._path)]
-        for f in h._fills:
-            ids = f.ids()
-            pending = [i for i, x in enumerate(ids) if x not in done[r][h._path]]
-            if len(pending) == len(ids):
-                queued.append((t, f, ids, None))
-            elif pending:
-                sub = [ids[i] for i in pending]
-                queued.append((t, f.partitions(pending), sub, tuple(pending)))
-    sources = [(s.collection, taken) for _, f, _, taken in queued for s in f.sources()]
-    located = _inputs(sources)
-    keys_of = iter(located)
-    collection_of: dict[tuple[Key, ...], Any] = {}
-
-    groups: dict[int, list[tuple[int, FillSpec, list[list[Key]], list[str]]]] = {}
-    for t, fill, ids, _ in queued:
-        keys_per_arg: list[list[Key]] = []
-
-        def arg(
-            s: _Source | None, keys_per_arg: list[list[Key]] = keys_per_arg
-        ) -> Arg | None:
-            if s is None:
-                return None
-            if not s.partitioned:
-                return Arg(value=s.value)
-            keys, column, coll = next(keys_of)
-            collection_of[tuple(keys)] = coll
-            keys_per_arg.append(keys)
-            return Arg(index=len(keys_per_arg) - 1, column=column)
-
-        axes = tuple(arg(s) for s in fill.axes)
-        spec = FillSpec(
-            tuple(a for a in axes if a is not None), arg(fill.weight), arg(fill.sample)
-        )
-        groups.setdefault(len(ids), []).append((t, spec, keys_per_arg, ids))
-
-    fill_keys: list[Key] = []
-    fill_graphs: list[HighLevelGraph] = []
-    # per fill task: per target, the identities of the partitions it adds
-    key_inputs: list[dict[int, list[str]]] = []
-    for g, (n, members) in enumerate(groups.items()):
-        # Each distinct input (its keys over the partitions) is one slot of the
-        # fill task, however many fills and histograms read it.
-        slots: dict[tuple[Key, ...], int] = {}
-        fills = []
-        for t, spec, per_arg, _ in members:
-            remap = [slots.setdefault(tuple(k), len(slots)) for k in per_arg]
-            fills.append((t, _remap(spec, remap)))
-        task = FillTask(tuple(targets), tuple(fills), tuple(space_size))
-        slot_keys = list(slots)
-        layer_name = f"hizt-fill-{token}-{g}"
-        fill_graphs.append(
-            fill_layer(
-                layer_name, task, slot_keys, n, [collection_of[k] for k in slot_keys]
-            )
-        )
-        fill_keys.extend((layer_name, i) for i in range(n))
-        for i in range(n):
-            per_target: dict[int, list[str]] = {}
-            for t, _, _, ids in members:
-                per_target.setdefault(t, []).append(ids[i])
-            key_inputs.append(per_target)
-
-    # --- staged fills (dask_hizt.runner): one load task per group of files --
-    staged = [(h, f) for h in hists for f in h._staged]
-    if staged:
-        load = StagedLoad(
-            tuple(targets),
-            {t.path: i for i, t in enumerate(targets)},
-            tuple(space_size),
-        )
-        per_task = max(1, int(dask.config.get("dask_hizt.staged-per-task")))
-        groups_of = [staged[i : i + per_task] for i in range(0, len(staged), per_task)]
-        layer_name = f"hizt-fill-{token}-staged"
-        fill_graphs.append(
-            HighLevelGraph.from_collections(
-                layer_name,
-                {
-                    (layer_name, i): (load, [f.file for _, f in group])
-                    for i, group in enumerate(groups_of)
-                },
-                dependencies=[],
-            )
-        )
-        fill_keys.extend((layer_name, i) for i in range(len(groups_of)))
-        for group in groups_of:
-            per_target = {}
-            for h, sf in group:
-                t = target_of[(repos[_repo_id(h._ref, h._branch)], h._path)]
-                per_target.setdefault(t, []).append(f"staged:{sf.item}")
-            key_inputs.append(per_target)
-
-    # --- owners and commits ------------------------------------------------
-    owners = [
-        _owners([t for t in targets if t.space == s], sessions[spaces[s][0]])
-        for s in range(len(spaces))
-    ]
-    commits = []
-    for r, (ref, branch) in enumerate(refs):
-        mine = [i for i, t in enumerate(targets) if spaces[t.space][0] == r]
-        commits.append(
-            Commit(
-                ref,
-                branch,
-                str(sessions[r].snapshot_id),
-                tuple(s for s in range(len(spaces)) if spaces[s][0] == r),
-                tuple(targets[i].path for i in mine),
-                {ATTR_KEY: {"version": __version__}},
-                tuple(
-                    {targets[t].path: ids for t, ids in per.items() if t in set(mine)}
-                    for per in key_inputs
-                ),
-            )
-        )
-    dsk = compute_graph(name, token, fill_keys, owners, commits, checkpoint)
-    layers: dict[str, Any] = {}
-    dependencies: dict[str, set[str]] = {}
-    for fg in fill_graphs:
-        layers.update(fg.layers)
-        dependencies.update(fg.dependencies)
-    fill_names = [
-        n for fg in fill_graphs for n in fg.layers if n.startswith("hizt-fill-")
-    ]
-    outputs = [(name, i) for i in range(len(refs))]
-    layers[name] = StoreLayer(dsk, fill_names, outputs)
-    dependencies[name] = set(fill_names)
-    graph = HighLevelGraph(layers, dependencies)
-    output_of = [repos[_repo_id(h._ref, h._branch)] for h in hists]
-    return Plan(graph, [(name, i) for i in range(len(refs))], output_of)
+        targets.append(Target(req.path, stored, layout, s, size[s]))
+        size[s] += layout.n_keys
+    return targets
 
 
-def prepare(hists: Sequence[Hist]) -> None:
-    """Create the missing histograms and add to growing category axes every
-    value the queued fills will meet: one commit per repository, if anything
-    changes.
+def _space_sizes(targets: Sequence[Target]) -> tuple[int, ...]:
+    n = 1 + max((t.space for t in targets), default=-1)
+    return tuple(
+        sum(t.layout.n_keys for t in targets if t.space == s) for s in range(n)
+    )
+
+
+def _space_repo(targets: Sequence[Target], repo_of: Mapping[int, int], s: int) -> int:
+    return next(repo_of[i] for i, t in enumerate(targets) if t.space == s)
+
+
+# ------------------------------------------------------------- growth ---
+
+
+def _growth(requests: Sequence[Request]) -> dict[int, dict[int, list[Any]]]:
+    """Per target index (of the request order) and growing axis, the values
+    the fills meet, in order of first appearance (as ``hist`` adds them).
 
     Scalars are known; values from partitioned inputs are found by a pass
-    over those inputs alone (``unique``), before the fill graph is built, so
-    each histogram's chunk grid is final when partials are keyed.
+    over those inputs alone, before the fill graph is built, so each
+    histogram's chunk grid is final when partials are keyed.
     """
-    per_repo: dict[tuple[Any, str], tuple[Hist, dict[str, tuple[Schema, Any]]]] = {}
-    grow: dict[tuple[Any, str], dict[str, dict[int, set[Any]]]] = {}
-    lazy: list[tuple[set[Any], Any]] = []
-    for h in hists:
-        rid = _repo_id(h._ref, h._branch)
-        per_repo.setdefault(rid, (h, {}))[1].setdefault(
-            h._path, (h._schema, h._chunk_bytes)
-        )
-        axes = [i for i, a in enumerate(h._schema.axes) if growing(a)]
+    _, target_of = _repositories(requests)
+    pieces: dict[int, dict[int, list[Any]]] = {}
+    lazy: list[Any] = []
+    for req, t in zip(requests, target_of, strict=True):
+        axes = [i for i, a in enumerate(req.schema.axes) if growing(a)]
         if not axes:
             continue
-        per_axis = grow.setdefault(rid, {}).setdefault(
-            h._path, {i: set() for i in axes}
-        )
-        for f in h._staged:
-            for i, values in read_header(f.file)["categories"].items():
-                per_axis[int(i)].update(values)
-        for i in axes:
-            for fill in h._fills:
+        per_axis = pieces.setdefault(t, {i: [] for i in axes})
+        for f in req.staged:
+            for i, met in read_header(f.file)["categories"].items():
+                per_axis[int(i)].append(list(met))
+        for fill in req.fills:
+            for i in axes:
                 src = fill.axes[i]
                 if src.partitioned:
-                    lazy.append((per_axis[i], src.collection))
+                    per_axis[i].append(len(lazy))
+                    lazy.append(_first_seen(src.collection))
                 else:
-                    per_axis[i].add(src.value)
-    if lazy:
-        found = dask.base.compute(*[_unique(c) for _, c in lazy])
-        for (into, _), values in zip(lazy, found, strict=True):
-            into.update(np.asarray(values).tolist())
-    for rid, (h, wanted) in per_repo.items():
-        for path, per_axis in grow.get(rid, {}).items():
-            for i, values in per_axis.items():
-                _check_category_values(wanted[path][0].axes[i], values)
-        prepare_histograms(h._ref, h._branch, wanted, grow.get(rid, {}))
+                    per_axis[i].append([src.value])
+    found = dask.base.compute(*lazy) if lazy else ()
+    out: dict[int, dict[int, list[Any]]] = {}
+    for t, per_axis in pieces.items():
+        req = requests[target_of.index(t)]
+        out[t] = {}
+        for i, parts in per_axis.items():
+            values: list[Any] = []
+            for p in parts:
+                values.extend(p if isinstance(p, list) else list(found[p]))
+            ordered = list(dict.fromkeys(values))
+            _check_category_values(req.schema.axes[i], ordered)
+            out[t][i] = ordered
+    return out
 
 
-def _inputs(
-    sources: Sequence[tuple[Any, tuple[int, ...] | None]],
-) -> list[tuple[list[Key], str | None, Any]]:
-    """Per source (a collection, and which partitions of the original it
-    holds: ``None`` for all), its partitions' keys, for dataframe columns the column to take
-    from them, and the collection that computes them.
-
-    dask.dataframe Series of the same partitions are gathered as the columns
-    of one optimised DataFrame, so each partition is read (or made) once
-    however many fills and histograms use it; dask.optimize() of separate
-    dask-expr collections fuses the read into every column instead. The
-    partitions are taken from the gathered frame: dask-expr assigns Series
-    that were cut to some partitions from the wrong partitions (dask 2025.3
-    and 2026.x).
-    """
-    located: list[tuple[list[Key], str | None, Any] | None] = [None] * len(sources)
-    frames: dict[tuple[int, tuple[int, ...] | None], list[int]] = {}
-    for i, (c, taken) in enumerate(sources):
-        if isinstance(c, da.Array) or is_awkward(c):
-            located[i] = (list(flatten(c.__dask_keys__())), None, c)
-        else:
-            # Columns of different partitions (e.g. of fills that skip
-            # different ones) must not be zipped into one frame.
-            frames.setdefault((c.npartitions, taken), []).append(i)
-    colls = [c for c, _ in sources]
-    for (_, members_taken), members in frames.items():
-        # The same column used by many fills becomes one column of the frame.
-        column_of: dict[str, str] = {}
-        for i in members:
-            column_of.setdefault(colls[i]._name, f"c{len(column_of)}")
-        columns = {column_of[colls[i]._name]: colls[i] for i in members}
-        try:
-            first, *rest = columns.items()
-            frame = first[1].to_frame(name=first[0]).assign(**dict(rest))
-        except (ValueError, NotImplementedError, TypeError):
-            # Not co-aligned (e.g. unknown divisions of unrelated frames): one by one.
-            for i in members:
-                one = _take(colls[i], sources[i][1]).optimize()
-                located[i] = (list(flatten(one.__dask_keys__())), None, one)
-            continue
-        frame = _take(frame, members_taken).optimize()
-        keys = list(flatten(frame.__dask_keys__()))
-        for i in members:
-            located[i] = (keys, column_of[colls[i]._name], frame)
-    return [loc for loc in located if loc is not None]
-
-
-def _take(frame: Any, taken: tuple[int, ...] | None) -> Any:
-    return frame if taken is None else frame.partitions[list(taken)]
-
-
-def _unique(coll: Any) -> Any:
+def _first_seen(coll: Any) -> Any:
+    """The distinct values of a collection, in order of first appearance."""
+    parts = coll.to_delayed()
     if isinstance(coll, da.Array):
-        return da.unique(coll)
-    if is_awkward(coll):
-        parts = [delayed(_unique_awkward)(p) for p in coll.to_delayed()]
-        return delayed(np.unique)(delayed(np.concatenate)(parts))
-    return coll.unique()
+        parts = parts.ravel().tolist()
+    each = [delayed(_unique_in_order)(p) for p in parts]
+    return delayed(_merge_in_order)(each)
 
 
-def _unique_awkward(part: Any) -> Any:
-    import awkward as ak  # noqa: PLC0415 - optional dependency
+def _unique_in_order(part: Any) -> list[Any]:
+    if type(part).__module__.startswith("awkward"):
+        import awkward as ak  # noqa: PLC0415 - optional dependency
 
-    return np.unique(ak.to_numpy(ak.flatten(part, axis=None)))
+        part = ak.to_numpy(ak.flatten(part, axis=None))
+    return pd.unique(np.asarray(part)).tolist()  # type: ignore[no-any-return]
 
 
-def _check_category_values(axis: Mapping[str, Any], values: set[Any]) -> None:
+def _merge_in_order(parts: Sequence[list[Any]]) -> list[Any]:
+    return list(dict.fromkeys(v for p in parts for v in p))
+
+
+def _check_category_values(axis: Mapping[str, Any], values: Sequence[Any]) -> None:
     """Refuse values of the wrong type before they become categories."""
     want = str if axis["type"] == "category_str" else int
     bad = [
@@ -370,18 +378,220 @@ def _check_category_values(axis: Mapping[str, Any], values: set[Any]) -> None:
         raise FillError(msg)
 
 
-def _remap(spec: FillSpec, slots: Sequence[int]) -> FillSpec:
-    """A fill's arguments pointed at the fill task's input slots."""
+# -------------------------------------------------------------- fills ---
+
+
+def _queue(requests: Sequence[Request], target_of: Sequence[int]) -> list[_Queued]:
+    """Every fill, with how many identical fills of its target came before."""
+    seen: dict[tuple[int, str], int] = {}
+    out = []
+    for r, (req, t) in enumerate(zip(requests, target_of, strict=True)):
+        for f in req.fills:
+            key = (t, f.token())
+            out.append(_Queued(t, f, seen.get(key, 0), r))
+            seen[key] = seen.get(key, 0) + 1
+    return out
+
+
+@dataclass
+class _Group:
+    """The fill tasks of fills that read the same partitions."""
+
+    members: list[_Queued]
+    fills: list[tuple[int, FillSpec]]
+    slot_keys: list[list[Key]]
+    inputs: list[Any]
+    infos: list[PartitionInfo]
+
+
+def _fill_groups(
+    queued: Sequence[_Queued], known: Sequence[frozenset[str]]
+) -> list[_Group]:
+    """The fill tasks: per group of fills reading the same partitions, the
+    inputs of each partition and what is known of their identities.
+
+    Partitions whose every fill is known (by the user's identities) to be in
+    its histogram are not read at all; the others are, and their content
+    decides (:class:`~dask_hizt._identity.PartitionInfo`).
+    """
+    by_where = [_by_where(ids) for ids in known]
+    scalars = [q for q in queued if not q.fill.sources()]
+    lazy = [q for q in queued if q.fill.sources()]
+    groups = group_sources([[s.collection for s in q.fill.sources()] for q in lazy])
+    out = []
+    for members in groups:
+        fills = sorted({f for f, _ in members})
+        out.extend(_group([lazy[f] for f in fills], known, by_where))
+    if scalars:
+        out.extend(_group(scalars, known, by_where))
+    return out
+
+
+def _by_where(ids: frozenset[str]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for x in ids:
+        out.setdefault(where_prefix(x), set()).add(x)
+    return out
+
+
+def _group(
+    members: Sequence[_Queued],
+    known: Sequence[frozenset[str]],
+    by_where: Sequence[Mapping[str, set[str]]],
+) -> list[_Group]:
+    """The fill tasks of one group (none if nothing in it is pending)."""
+    # Each distinct input is one slot, however many fills read it; the
+    # dataframe columns of the group are packed into one slot.
+    slots: dict[Any, int] = {}
+    colls: list[Any] = []
+    frames: dict[str, int] = {}
+    frame_list: list[Any] = []
+    specs = []
+    for q in members:
+
+        def arg(s: Any) -> Arg | None:
+            if s is None:
+                return None
+            if not s.partitioned:
+                return Arg(value=s.value)
+            c = s.collection
+            if is_frame(c):
+                part = frames.setdefault(c._name, len(frame_list))
+                if part == len(frame_list):
+                    frame_list.append(c)
+                return Arg(index=-1, part=part)  # the packed slot, placed below
+            key = tuple(keys_of(c))
+            slot = slots.setdefault(key, len(colls))
+            if slot == len(colls):
+                colls.append(c)
+            return Arg(index=slot)
+
+        axes = tuple(arg(s) for s in q.fill.axes)
+        spec = FillSpec(
+            tuple(a for a in axes if a is not None),
+            arg(q.fill.weight),
+            arg(q.fill.sample),
+        )
+        specs.append((q.target, spec))
+    packed = pack_frames(frame_list) if frame_list else None
+    lowered = None
+    if packed is not None:
+        lowered, frame_coll = packed.optimized()
+        frame_slot = len(colls)
+        colls.append(frame_coll)
+        specs = [(t, _placed(spec, frame_slot)) for t, spec in specs]
+    n = npartitions(colls[0]) if colls else 1
+    for c in colls:
+        if npartitions(c) != n:
+            msg = f"fill arguments are partitioned differently: {n} and {npartitions(c)} partitions"
+            raise FillError(msg)
+    where = _where(colls, lowered, n)
+    for q in members:
+        if q.fill.given is not None and len(q.fill.given) != n:
+            msg = f"partition_ids has {len(q.fill.given)} identities for {n} partitions"
+            raise FillError(msg)
+    infos = []
+    needed = []
+    targets = {q.target for q in members}
+    for i in range(n):
+        given = tuple(
+            None if q.fill.given is None else _occurrence(q.fill.given[i], q)
+            for q in members
+        )
+        skip = frozenset(
+            j
+            for j, (q, g) in enumerate(zip(members, given, strict=True))
+            if g is not None and g in known[q.target]
+        )
+        if len(skip) == len(members):
+            continue  # every fill of this partition is in already: not read
+        w = where[i]
+        near = frozenset((t, x) for t in targets for x in by_where[t].get(w, ()))
+        infos.append(PartitionInfo(w, given, skip, near))
+        needed.append(i)
+    if not needed:
+        return []
+    if len(needed) < n:
+        colls = [
+            packed.optimized(needed)[1]
+            if packed is not None and j == len(colls) - 1
+            else take(c, needed)
+            for j, c in enumerate(colls)
+        ]
+    return [_Group(list(members), specs, [keys_of(c) for c in colls], colls, infos)]
+
+
+def _occurrence(given: str, q: _Queued) -> str:
+    """The user's identity of a fill queued again on the same histogram."""
+    return f"{given}~{q.occurrence}" if q.occurrence else given
+
+
+def _placed(spec: FillSpec, slot: int) -> FillSpec:
+    """A fill's dataframe arguments pointed at the packed slot."""
 
     def move(a: Arg | None) -> Arg | None:
-        if a is None or a.index is None:
+        if a is None or a.index != -1:
             return a
-        return Arg(index=slots[a.index], column=a.column)
+        return Arg(index=slot, part=a.part)
 
     axes = tuple(move(a) for a in spec.axes)
     return FillSpec(
         tuple(a for a in axes if a is not None), move(spec.weight), move(spec.sample)
     )
+
+
+def _where(colls: Sequence[Any], lowered: Any, n: int) -> list[str]:
+    """The ``where`` of each partition of a group (provenance where an input
+    tells it, else positions)."""
+    found = []
+    for c in colls:
+        if is_awkward(c):
+            found.append(where_of(c))
+    if lowered is not None:
+        found.append(where_of(colls[-1], lowered))
+    known = [w for w in found if w != positions(n)]
+    if not known:
+        return positions(n)
+    return ["|".join(dict.fromkeys(w[i] for w in known)) for i in range(n)]
+
+
+# -------------------------------------------------------------- staged ---
+
+
+def _staged_loads(
+    name: str,
+    requests: Sequence[Request],
+    target_of: Sequence[int],
+    targets: Sequence[Target],
+    space_sizes: tuple[int, ...],
+    settings: GraphSettings,
+    known: Sequence[frozenset[str]],
+) -> dict[Key, Any] | None:
+    """Load tasks of staged fills (:mod:`dask_hizt.runner`), a group of files each."""
+    from ._stage import staged_id  # noqa: PLC0415
+
+    files = [
+        f.file
+        for req, t in zip(requests, target_of, strict=True)
+        for f in req.staged
+        if staged_id(f.item) not in known[t]
+    ]
+    if not files:
+        return None
+    load = StagedLoad(
+        tuple(targets),
+        {t.path: i for i, t in enumerate(targets)},
+        space_sizes,
+        settings.dense,
+    )
+    per_task = max(1, int(dask.config.get("dask_hizt.staged-per-task")))
+    return {
+        (name, i // per_task): (load, files[i : i + per_task])
+        for i in range(0, len(files), per_task)
+    }
+
+
+# -------------------------------------------------------------- owners ---
 
 
 def _cluster_threads() -> int:
@@ -395,11 +605,14 @@ def _cluster_threads() -> int:
         return int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
 
 
-def _owners(targets: Sequence[Target], session: Any) -> list[Owner]:
+def _owners(
+    targets: Sequence[Target], writer: Any, settings: GraphSettings
+) -> list[Owner]:
     """Cut a key space's chunks into owners of about ``dask_hizt.owner-bytes`` each.
 
     ``dask_hizt.owners`` fixes the count instead. Owners take consecutive
-    chunks, so an owner of small histograms may span several of them.
+    chunks, so an owner of small histograms may span several of them. Each
+    gets a fork of ``writer`` (the session, or the creation fork).
     """
     bin_bytes = [t.schema.dtype.itemsize * len(t.schema.spec.fields) for t in targets]
     chunk_bytes = np.array(
@@ -431,6 +644,7 @@ def _owners(targets: Sequence[Target], session: Any) -> list[Owner]:
         c = math.ceil((b - byte_start[j]) / chunk_bytes[j])
         cuts.add(int(chunk_start[j] + min(c, n_chunks[j])))
     bounds = sorted(cuts)
+    concurrency = int(dask.config.get("dask_hizt.write-concurrency"))
     owners = []
     for g0, g1 in pairwise(bounds):
         segments = []
@@ -448,5 +662,7 @@ def _owners(targets: Sequence[Target], session: Any) -> list[Owner]:
                         b - int(chunk_start[i]),
                     )
                 )
-        owners.append(Owner(tuple(segments), session.fork()))
+        owners.append(
+            Owner(tuple(segments), writer.fork(), settings.dense, concurrency)
+        )
     return owners

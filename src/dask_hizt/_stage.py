@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 
 from ._algebra import for_storage
-from ._fill import Target, flatten_arguments
+from ._fill import Added, Target, flatten_arguments
 from ._partial import Partial, combine, empty, from_entries
 from .errors import FillError
 from .schema import Schema, growing
 
-__all__ = ["StagedFile", "StagedLoad", "read_header", "stage_fill"]
+__all__ = ["StagedFile", "StagedLoad", "read_header", "stage_fill", "staged_id"]
 
 STAGING_DIR = ".dask_hizt-staging"
 
@@ -107,25 +107,36 @@ def read_header(file: str) -> dict[str, Any]:
     return header
 
 
+def staged_id(item: str) -> str:
+    """The identity recorded for a staged chunk of events."""
+    return f"staged:{item}"
+
+
 @dataclass(frozen=True)
 class StagedLoad:
     """A fill task that reads staged files instead of input partitions.
 
-    Returns one partial per key space, like :class:`dask_hizt._fill.FillTask`.
+    Returns one partial per key space and what went in, like
+    :class:`dask_hizt._fill.FillTask`. ``dense`` is the captured
+    ``dask_hizt.dense-fraction``.
     """
 
     targets: tuple[Target, ...]
     target_of: Mapping[str, int]
     space_sizes: tuple[int, ...]
+    dense: float
 
-    def __call__(self, files: Sequence[str]) -> tuple[Partial, ...]:
+    def __call__(self, files: Sequence[str]) -> tuple[Partial | Added, ...]:
         per_space: list[list[Partial]] = [[] for _ in self.space_sizes]
+        added: list[tuple[int, str]] = []
         for file in files:
             with np.load(file) as z:
                 header = json.loads(z["header"].tobytes())
                 index = z["index"]
                 fields = [z[f"f{k}"] for k in range(len(z.files) - 2)]
-            target = self.targets[self.target_of[header["path"]]]
+            t = self.target_of[header["path"]]
+            added.append((t, staged_id(header["item"])))
+            target = self.targets[t]
             schema = target.schema
             indices = []
             for i, a in enumerate(schema.axes):
@@ -138,16 +149,19 @@ class StagedLoad:
             keys = target.layout.keys(indices)
             algebra = for_storage(schema.spec.uhi_type)
             dtypes = [schema.dtype] * len(fields)
-            part = from_entries(0, target.layout.n_keys, keys, fields, dtypes, algebra)
+            part = from_entries(
+                0, target.layout.n_keys, keys, fields, dtypes, algebra, self.dense
+            )
             per_space[target.space].append(part.shifted(target.offset))
-        out = []
+        out: list[Partial | Added] = []
         for space, (parts, n_keys) in enumerate(
             zip(per_space, self.space_sizes, strict=True)
         ):
             if parts:
-                out.append(combine(parts, 0, n_keys))
+                out.append(combine(parts, 0, n_keys, self.dense))
                 continue
             schema = next(t.schema for t in self.targets if t.space == space)
             dtypes = [schema.dtype] * len(schema.spec.fields)
             out.append(empty(0, n_keys, dtypes, for_storage(schema.spec.uhi_type)))
+        out.append(tuple(added))
         return tuple(out)

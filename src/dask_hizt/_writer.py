@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Buffer, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import dask.config
 import numpy as np
 import numpy.typing as npt
 from zarr.core.sync import sync
@@ -53,10 +52,14 @@ class Owner:
     """A run of consecutive chunks of a key space, and the fork that writes them.
 
     The run may span several histograms (one :class:`Segment` each).
+    ``dense`` and ``concurrency`` are the ``dask_hizt.dense-fraction`` and
+    ``dask_hizt.write-concurrency`` settings, captured with the graph.
     """
 
     segments: tuple[Segment, ...]
     fork: Any
+    dense: float
+    concurrency: int
 
     @property
     def key_range(self) -> tuple[int, int]:
@@ -73,25 +76,26 @@ class Owner:
         # writes of an earlier attempt in an object it shares with it.
         fork = pickle.loads(pickle.dumps(fork))
         lo, hi = self.key_range
-        total = combine(partials, lo, hi)
+        total = combine(partials, lo, hi, self.dense)
         jobs = []
         written: dict[str, list[tuple[int, ...]]] = {}
         for seg in self.segments:
             s_lo, s_hi = seg.key_range
-            local = combine([total], s_lo, s_hi).shifted(-seg.offset)
+            local = combine([total], s_lo, s_hi, self.dense).shifted(-seg.offset)
             touched = _touched_chunks(local, seg.layout.chunk_size)
             if len(touched):
                 coords = [seg.layout.chunk_coords(int(c)) for c in touched]
                 written.update({f"{seg.path}/{f}": coords for f in seg.fields})
                 jobs.append((seg, local, touched))
         if jobs:
-            sync(_write(fork, jobs))
+            sync(_write(fork, jobs, self.concurrency))
         return Written(fork, written)
 
 
 async def _write(
     fork: Any,
     jobs: list[tuple[Segment, Partial, npt.NDArray[np.int64]]],
+    concurrency: int,
     *,
     raw: bool = True,
 ) -> None:
@@ -107,7 +111,7 @@ async def _write(
     :class:`~dask_hizt.errors.CorruptChunkError` (the compute then fails
     before its commit: nothing is added).
     """
-    limit = asyncio.Semaphore(int(dask.config.get("dask_hizt.write-concurrency")))
+    limit = asyncio.Semaphore(concurrency)
     store = fork.store
     opened = await gather(
         *(

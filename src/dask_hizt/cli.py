@@ -118,7 +118,10 @@ def demo(args: argparse.Namespace) -> int:
     print(_bars(result["DY", :: hist.rebin(2), sum]))
     print(f"\nhistory of {stored.path!r}:")
     for commit in stored.history():
-        what = f"{len(commit.inputs)} input partitions" if commit.inputs else "created"
+        what = ", ".join(
+            [f"{len(commit.inputs)} input partitions"] * bool(commit.inputs)
+            + ["created"] * commit.created
+        )
         print(
             f"  {commit.snapshot_id}  {commit.written_at:%Y-%m-%d %H:%M:%S}  {commit.message}  ({what})"
         )
@@ -375,6 +378,8 @@ def _commit_lines(meta: dict[str, Any]) -> list[tuple[str, str]]:
     created = meta.get("created", ())
     for path in [created] if isinstance(created, str) else created:
         out.append((str(path), "created"))
+    for path in meta.get("deleted", ()):
+        out.append((str(path), "deleted"))
     for path, axes in dict(meta.get("grown", {})).items():
         grown = ", ".join(f"{axis} +{len(new)}" for axis, new in dict(axes).items())
         out.append((str(path), f"categories added: {grown}"))
@@ -583,6 +588,15 @@ def gc(args: argparse.Namespace) -> int:
     )
     if report.failed_deletes:
         print(f"  {report.failed_deletes} objects could not be deleted (run gc again)")
+    return 0
+
+
+def rm(args: argparse.Namespace) -> int:
+    """Delete a histogram (one commit)."""
+    from .maintenance import delete
+
+    snapshot = delete(args.repo, args.path, branch=args.branch or "main")
+    print(f"deleted {args.path} in {snapshot}")
     return 0
 
 
@@ -826,6 +840,17 @@ def _parser() -> argparse.ArgumentParser:
         help="promise nothing writes meanwhile (allows --older-than 0)",
     )
     p.set_defaults(func=gc, parser=p)
+
+    p = sub.add_parser(
+        "rm",
+        help="delete a histogram (dh.delete)",
+        description="Delete the histogram at PATH in one commit. Earlier "
+        "snapshots keep it; a histogram made again at PATH starts empty.",
+    )
+    _add_repo(p)
+    _add_path(p)
+    p.add_argument("--branch", help="commit to this branch (default: main)")
+    p.set_defaults(func=rm, parser=p)
     return parser
 
 

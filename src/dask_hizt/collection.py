@@ -20,18 +20,18 @@ from typing import Any, Self
 
 import boost_histogram as bh
 import dask
-import dask.array as da
 import hist
 import numpy as np
-from dask.base import DaskMethodsMixin, is_dask_collection, tokenize
+from dask.base import DaskMethodsMixin, tokenize
 from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph
 from dask.utils import parse_timedelta
 
 from . import _progress
-from ._graph import Checkpoint, awkward_optimize, is_awkward, optimize
-from ._ledger import committed, default_ids
-from ._plan import Plan, plan, prepare
+from ._graph import Checkpoint, awkward_optimize, optimize
+from ._inputs import is_awkward
+from ._plan import Plan, pending, plan
+from ._request import Fill, Request, bind, queue
 from ._stage import StagedFile
 from .errors import FillError
 from .schema import Schema
@@ -41,108 +41,6 @@ from .transaction import RepoRef, check_path, existing_schema
 __all__ = ["Hist", "HistSet", "compute", "histogram"]
 
 Key = Hashable
-
-
-@dataclass(frozen=True)
-class _Source:
-    """One fill argument: a partitioned dask collection, or a broadcast scalar."""
-
-    collection: Any = None
-    value: Any = None
-
-    @property
-    def partitioned(self) -> bool:
-        return self.collection is not None
-
-
-@dataclass(frozen=True)
-class _Fill:
-    axes: tuple[_Source, ...]
-    weight: _Source | None
-    sample: _Source | None = None
-    given: tuple[str, ...] | None = None  # the user's partition identities
-
-    def sources(self) -> list[_Source]:
-        return [s for s in self.args() if s is not None and s.partitioned]
-
-    def args(self) -> tuple[_Source | None, ...]:
-        return (*self.axes, self.weight, self.sample)
-
-    def ids(self) -> list[str]:
-        """The identity of each partition (see :mod:`dask_hizt._ledger`)."""
-        if self.given is not None:
-            return list(self.given)
-        sources = self.sources()
-        keys = (
-            list(flatten(sources[0].collection.__dask_keys__()))
-            if sources
-            else ["scalars"]
-        )
-        return default_ids(keys, _fill_token(self))
-
-    def partitions(self, taken: Sequence[int]) -> _Fill:
-        """The fill of some of its partitions only (dask.dataframe columns
-        stay whole: the plan takes the partitions of the frame it gathers
-        them into, see ``_plan._inputs``)."""
-
-        def sub(s: _Source | None) -> _Source | None:
-            if s is None or not s.partitioned:
-                return s
-            c = s.collection
-            if isinstance(c, da.Array):
-                return _Source(collection=c.blocks[list(taken)])
-            return _Source(collection=c.partitions[list(taken)] if is_awkward(c) else c)
-
-        axes = tuple(sub(a) for a in self.axes)
-        given = None if self.given is None else tuple(self.given[i] for i in taken)
-        return _Fill(
-            tuple(a for a in axes if a is not None),
-            sub(self.weight),
-            sub(self.sample),
-            given,
-        )
-
-
-def _is_scalar(value: Any) -> bool:
-    return isinstance(value, str | bytes | int | float | bool | np.generic) or (
-        isinstance(value, np.ndarray) and value.ndim == 0
-    )
-
-
-def _npartitions(coll: Any) -> int:
-    if isinstance(coll, da.Array):
-        return len(coll.chunks[0])
-    return int(coll.npartitions)
-
-
-def _source(value: Any, what: str) -> _Source:
-    """Normalise one fill argument."""
-    if is_dask_collection(value):
-        if isinstance(value, da.Array):
-            if value.ndim != 1:
-                msg = f"{what}: dask arrays must be one-dimensional, got ndim={value.ndim}"
-                raise FillError(msg)
-            return _Source(collection=value)
-        if is_awkward(value):
-            return _Source(collection=value)
-        if hasattr(value, "npartitions") and hasattr(value, "optimize"):
-            if getattr(value, "ndim", 1) != 1:
-                msg = f"{what}: pass one column (a Series), not a DataFrame"
-                raise FillError(msg)
-            return _Source(collection=value)
-        msg = f"{what}: unsupported dask collection {type(value).__name__}"
-        raise FillError(msg)
-    if _is_scalar(value):
-        return _Source(
-            value=value.item() if isinstance(value, np.generic | np.ndarray) else value
-        )
-    arr = np.asarray(value)
-    if arr.ndim != 1:
-        msg = f"{what}: arrays must be one-dimensional, got shape {arr.shape}"
-        raise FillError(msg)
-    return _Source(
-        collection=arr
-    )  # turned into a dask array once partitioning is known
 
 
 class _Computes(DaskMethodsMixin):
@@ -155,12 +53,14 @@ class _Computes(DaskMethodsMixin):
 
     _id: str
     _plan_cache: tuple[str, Plan] | None
-    _grown: list[list[str]] | None
     _pinned: tuple[list[list[str]], tuple[str, Plan]] | None = None
     _checkpoint: Any = None
 
     def _hists(self) -> list[Hist]:
         raise NotImplementedError
+
+    def _requests(self) -> list[Request]:
+        return [h._request() for h in self._hists()]
 
     def compute(
         self, *, checkpoint: Any = None, progress: bool = False, **kwargs: Any
@@ -196,7 +96,7 @@ class _Computes(DaskMethodsMixin):
             self._checkpoint = before
 
     def _plan(self) -> tuple[str, Plan]:
-        return _cached_plan(self, self._hists())
+        return _cached_plan(self, self._requests())
 
     def __dask_graph__(self) -> HighLevelGraph:
         return self._plan()[1].graph
@@ -208,7 +108,8 @@ class _Computes(DaskMethodsMixin):
         return (self._plan()[0],)
 
     def __dask_tokenize__(self) -> str:
-        return self._plan()[0]
+        # Without planning: a token must not read inputs or storage.
+        return tokenize(self._id, _fill_tokens(self._requests()))
 
     __dask_scheduler__ = staticmethod(dask.threaded.get)
 
@@ -220,8 +121,8 @@ class _Computes(DaskMethodsMixin):
         otherwise ours."""
         if any(
             is_awkward(s.collection)
-            for h in self._hists()
-            for f in h._fills
+            for r in self._requests()
+            for f in r.fills
             for s in f.sources()
         ):
             return awkward_optimize()
@@ -328,12 +229,11 @@ class Hist(_Computes):
         stored = existing_schema(self._ref, branch, self._path)
         if stored is not None:
             self._schema.check_same(stored, f"histogram {self._path!r}")
-        self._fills: list[_Fill] = []
+        self._fills: list[Fill] = []
         # eager fills staged by dask_hizt.runner, folded in by the compute
         self._staged: list[StagedFile] = []
         self._id = uuid.uuid4().hex
         self._plan_cache: tuple[str, Plan] | None = None
-        self._grown: list[list[str]] | None = None
 
     # ------------------------------------------------------------ public ---
 
@@ -374,58 +274,19 @@ class Hist(_Computes):
         be partitioned alike. ``weight`` is a scalar or an argument
         partitioned like the data.
 
-        Each partition of a fill goes into the histogram exactly once: a
-        compute skips partitions already committed to it (see
-        :meth:`pending`). A partition is known by its dask key and the fill's
-        arguments, or by ``partition_ids``: one unique string per partition
-        (e.g. a file name and entry range) that stays the same when the job
-        is built again.
+        Each partition of a fill goes into the histogram exactly once, also
+        when the job runs again in another process: a compute adds only
+        partitions whose identity is not recorded in the histogram yet (see
+        :meth:`pending`). By default a partition is known by where it comes
+        from (file and row groups, or its position) and a digest of what the
+        fill puts in from it, so a re-run reads it again but adds nothing. With
+        ``partition_ids`` (one unique string per partition, e.g. a file name
+        and entry range, the same whenever the job is built) a re-run skips
+        the partitions already in without reading them.
         """
         del threads  # parallelism comes from dask
-        storage = self._schema.storage.__name__
-        mean = self._schema.spec.uhi_type in ("mean", "weighted_mean")
-        if sample is not None and not mean:
-            msg = f"sample= is only for Mean and WeightedMean storages; this histogram has {storage}"
-            raise FillError(msg)
-        if sample is None and mean:
-            msg = f"a {storage} histogram needs sample= (the values to average)"
-            raise FillError(msg)
-        if weight is not None and self._schema.storage in (
-            bh.storage.Int64,
-            bh.storage.Mean,
-        ):
-            msg = (
-                f"weight= cannot be used with {storage} storage (it counts entries); "
-                "use Double, Weight or WeightedMean"
-            )
-            raise FillError(msg)
-        names = self._schema.names
-        if len(args) > len(names):
-            msg = f"fill got {len(args)} positional arguments for a {len(names)}-axis histogram"
-            raise FillError(msg)
-        given: dict[int, Any] = dict(enumerate(args))
-        for key, value in kwargs.items():
-            if key not in names or not key:
-                msg = (
-                    f"fill got an unknown axis name {key!r}; the axes are {list(names)}"
-                )
-                raise FillError(msg)
-            i = names.index(key)
-            if i in given:
-                msg = f"fill got axis {key!r} twice (positionally and by name)"
-                raise FillError(msg)
-            given[i] = value
-        missing = [names[i] or f"#{i}" for i in range(len(names)) if i not in given]
-        if missing:
-            msg = f"fill is missing values for axes {missing}"
-            raise FillError(msg)
-        label = [names[i] or f"#{i}" for i in range(len(names))]
-        sources = [_source(given[i], f"axis {label[i]!r}") for i in range(len(names))]
-        wsource = None if weight is None else _source(weight, "weight")
-        ssource = None if sample is None else _source(sample, "sample")
-        fill = _align(_Fill(tuple(sources), wsource, ssource))
-        if partition_ids is not None:
-            fill = _with_ids(fill, partition_ids)
+        bound = bind(self._schema, args, kwargs, weight, sample)
+        fill = queue(self._schema, bound, partition_ids)
         self._fills.append(fill)
         self._plan_cache = None
         return self
@@ -434,12 +295,16 @@ class Hist(_Computes):
         """Identities of the queued fills' partitions that are not in the
         stored histogram yet (at the branch's tip): what a compute would add.
 
+        Partitions known by ``partition_ids`` are looked up without reading
+        anything; the others are identified by their content (see
+        docs/format.md), so this reads them.
+
         Examples
         --------
         >>> h.fill(x=ddf.x).pending()  # doctest: +SKIP
-        ['getitem-1f…/0#9e0b…', 'getitem-1f…/1#9e0b…']
+        ['pq:part.0.parquet:all#9e0b4c1d2a7f3e6b', 'pq:part.1.parquet:all#...']
         """
-        return _pending([self])[0]
+        return pending([self._request()])[0]
 
     def __repr__(self) -> str:
         axes = ", ".join(repr(a) for a in self._schema.hist_axes())
@@ -451,6 +316,17 @@ class Hist(_Computes):
     def _hists(self) -> list[Hist]:
         return [self]
 
+    def _request(self) -> Request:
+        return Request(
+            self._ref,
+            self._branch,
+            self._path,
+            self._schema,
+            self._chunk_bytes,
+            tuple(self._fills),
+            tuple(self._staged),
+        )
+
     def __dask_postcompute__(self) -> tuple[Any, tuple[Any, ...]]:
         self._pinned = None  # the next compute plans anew
         return _finalize, (self._ref, self._path)
@@ -458,40 +334,28 @@ class Hist(_Computes):
     # -------------------------------------------------------------- plan ---
 
 
-def _cached_plan(owner: _Computes, hists: Sequence[Hist]) -> tuple[str, Plan]:
-    fills = [
-        [_fill_token(f) for f in h._fills] + [f.file for f in h._staged] for h in hists
-    ]
+def _fill_tokens(requests: Sequence[Request]) -> list[list[str]]:
+    return [[f.token() for f in r.fills] + [f.file for f in r.staged] for r in requests]
+
+
+def _cached_plan(owner: _Computes, requests: Sequence[Request]) -> tuple[str, Plan]:
+    fills = _fill_tokens(requests)
     pinned = owner._pinned
     if pinned is not None and pinned[0] == fills:
         return pinned[1]
-    if owner._grown != fills:
-        # Before reading the tips: the plan must be built on histograms that
-        # exist (again, if deleted since) with all their categories.
-        prepare(hists)
-        owner._grown = fills
     checkpoint = _parse_checkpoint(owner._checkpoint)
-    tips = [h._ref.repo.lookup_branch(h._branch) for h in hists]
+    tips = [r.ref.repo.lookup_branch(r.branch) for r in requests]
     every = None if checkpoint is None else (checkpoint.batch, checkpoint.seconds)
     token = tokenize(owner._id, tips, fills, every)
     name = f"hizt-commit-{token}"
     cached = owner._plan_cache
     if cached is None or cached[0] != token:
-        cached = owner._plan_cache = (token, plan(hists, name, token, checkpoint))
+        cached = owner._plan_cache = (token, plan(requests, name, token, checkpoint))
     # dask asks for the graph, the keys and the post-compute step at different
     # moments of one compute; a commit landing in between must not make them
     # come from two plans. The plan stays pinned until __dask_postcompute__.
     owner._pinned = (fills, (name, cached[1]))
     return name, cached[1]
-
-
-def _pending(hists: Sequence[Hist]) -> list[list[str]]:
-    out = []
-    for h in hists:
-        tip = h._ref.repo.lookup_branch(h._branch)
-        done = committed(h._ref.repo, tip, [h._path])[h._path]
-        out.append([x for f in h._fills for x in f.ids() if x not in done])
-    return out
 
 
 def _parse_checkpoint(value: Any) -> Checkpoint | None:
@@ -551,14 +415,13 @@ class HistSet(_Computes):
         self._checkpoint = checkpoint
         self._id = uuid.uuid4().hex
         self._plan_cache: tuple[str, Plan] | None = None
-        self._grown: list[list[str]] | None = None
 
     def _hists(self) -> list[Hist]:
         return self.hists
 
     def pending(self) -> list[list[str]]:
         """Per histogram, what :meth:`Hist.pending` gives."""
-        return _pending(self.hists)
+        return pending(self._requests())
 
     def __len__(self) -> int:
         return len(self.hists)
@@ -617,86 +480,9 @@ def compute(
     return tuple(put(r, stored) for r in results)
 
 
-def _with_ids(fill: _Fill, given: Sequence[str]) -> _Fill:
-    """Check the user's partition identities of a fill and attach them."""
-    if isinstance(given, str) or not all(isinstance(x, str) for x in given):
-        msg = "partition_ids must be a sequence of strings, one per partition"
-        raise FillError(msg)
-    sources = fill.sources()
-    n = _npartitions(sources[0].collection) if sources else 1
-    if len(given) != n:
-        msg = f"partition_ids has {len(given)} identities for {n} partitions"
-        raise FillError(msg)
-    if len(set(given)) != n:
-        twice = sorted(x for x in set(given) if list(given).count(x) > 1)
-        msg = f"partition_ids must be unique; repeated: {twice[:3]}"
-        raise FillError(msg)
-    return _Fill(fill.axes, fill.weight, fill.sample, tuple(given))
-
-
 @dataclass(frozen=True)
 class _Slot:
     index: int
-
-
-def _fill_token(fill: _Fill) -> str:
-    parts = [
-        s.collection if s.partitioned else ("scalar", s.value)
-        for s in fill.args()
-        if s is not None
-    ]
-    return tokenize(*parts)
-
-
-def _align(fill: _Fill) -> _Fill:
-    """Check that a fill's partitioned arguments line up; wrap NumPy arrays as dask arrays."""
-    colls = [s.collection for s in fill.sources()]
-    lazy = [c for c in colls if is_dask_collection(c)]
-    ref = lazy[0] if lazy else None
-    if ref is not None:
-        n = _npartitions(ref)
-        for c in lazy[1:]:
-            if _npartitions(c) != n:
-                msg = f"fill arguments are partitioned differently: {n} and {_npartitions(c)} partitions"
-                raise FillError(msg)
-            if (
-                isinstance(c, da.Array)
-                and isinstance(ref, da.Array)
-                and c.chunks != ref.chunks
-            ):
-                msg = f"fill arguments are chunked differently: {ref.chunks[0]} and {c.chunks[0]}"
-                raise FillError(msg)
-            known = getattr(c, "known_divisions", False) and getattr(
-                ref, "known_divisions", False
-            )
-            if known and tuple(c.divisions) != tuple(ref.divisions):
-                msg = "fill arguments have different divisions; align them (e.g. take both columns from one DataFrame)"
-                raise FillError(msg)
-
-    def wrap(s: _Source | None) -> _Source | None:
-        if s is None or not isinstance(s.collection, np.ndarray):
-            return s
-        if ref is None:
-            return _Source(collection=da.from_array(s.collection, chunks="auto"))
-        if not isinstance(ref, da.Array):
-            msg = "NumPy arrays can only be filled together with dask arrays, not with dask.dataframe columns"
-            raise FillError(msg)
-        if len(s.collection) != ref.shape[0]:
-            msg = f"fill arguments have different lengths: {len(s.collection)} and {ref.shape[0]}"
-            raise FillError(msg)
-        return _Source(collection=da.from_array(s.collection, chunks=ref.chunks))
-
-    axes = tuple(wrap(s) for s in fill.axes)
-    out = _Fill(
-        tuple(a for a in axes if a is not None), wrap(fill.weight), wrap(fill.sample)
-    )
-    if ref is None and out.sources():
-        first = out.sources()[0].collection
-        for s in out.sources()[1:]:
-            if s.collection.chunks != first.chunks:
-                msg = f"fill arguments have different lengths: {first.shape[0]} and {s.collection.shape[0]}"
-                raise FillError(msg)
-    return out
 
 
 def _finalize(results: Sequence[Any], ref: RepoRef, path: str) -> StoredHist:

@@ -1,4 +1,9 @@
-"""Repository maintenance: garbage collection of objects no commit refers to.
+"""Repository maintenance: deleting histograms, and garbage collection of
+objects no commit refers to.
+
+:func:`delete` removes a histogram in one commit of its own; the identities of
+the partitions that were in it go with it, so a histogram made again at its
+path starts empty and takes every partition again.
 
 A compute's owner tasks write their chunks into storage before the one commit
 that makes them part of the histogram. When a compute fails or is killed
@@ -23,15 +28,57 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .transaction import RepoRef
+import dask.config
 
-__all__ = ["DEFAULT_OLDER_THAN", "GcReport", "gc"]
+from .transaction import RepoRef, delete_histogram
+
+__all__ = ["DEFAULT_OLDER_THAN", "GcReport", "delete", "gc"]
 
 log = logging.getLogger(__name__)
 
 #: Objects younger than this are never deleted by default: longer than any
 #: compute is expected to run.
 DEFAULT_OLDER_THAN = dt.timedelta(days=1)
+
+
+def delete(
+    store: Any,
+    path: str,
+    *,
+    branch: str = "main",
+    storage_options: Mapping[str, Any] | None = None,
+) -> str:
+    """Delete the histogram at ``path``, in one commit.
+
+    Parameters
+    ----------
+    store
+        An ``icechunk.Repository``, an ``s3://`` URL or the path of a local
+        repository.
+    path
+        The histogram's path.
+    branch
+        The branch to commit to.
+    storage_options
+        Settings of an ``s3://`` store, as for :class:`~dask_hizt.Hist`.
+
+    Returns
+    -------
+    str
+        The snapshot id of the commit. Earlier snapshots still hold the
+        histogram (``dh.open(store, path, snapshot_id=...)``) until
+        :func:`gc` expires them.
+
+    Raises
+    ------
+    NotAHistogramError
+        If no histogram is at ``path``.
+    StoreError
+        If ``store`` is not an existing repository.
+    """
+    ref = RepoRef.from_store(store, create=False, storage_options=storage_options)
+    retries = int(dask.config.get("dask_hizt.commit-retries"))
+    return delete_histogram(ref, branch, path, retries)
 
 
 @dataclass(frozen=True)

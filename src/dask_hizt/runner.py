@@ -34,10 +34,11 @@ import boost_histogram as bh
 import dask
 import dask.base
 
+from ._request import bind
 from ._stage import StagedFile, stage_fill
 from .collection import Hist, HistSet
 from .errors import FillError, StoreError
-from .schema import ATTR_KEY, Schema
+from .schema import Schema
 from .stored import StoredHist
 from .transaction import RepoRef, check_path
 
@@ -139,12 +140,10 @@ class Staging:
         arguments go to ``dask.compute``. Returns the histograms as committed,
         by path; staged files are removed once they are in.
         """
-        done = _committed_items(self._ref, self._branch, list(self._schemas))
         hists = []
         for path, (schema, chunk_bytes) in self._schemas.items():
-            todo = [
-                f for f in self._files if f.path == path and f.item not in done[path]
-            ]
+            # the plan leaves out the chunks of events already committed
+            todo = [f for f in self._files if f.path == path]
             if not todo:
                 continue
             with dask.config.set({"dask_hizt.chunk-bytes": chunk_bytes}):
@@ -177,18 +176,7 @@ class StagingHist:
     ) -> Self:
         """Fill eagerly (arguments as for :meth:`dask_hizt.Hist.fill`, NumPy or
         awkward arrays) and stage the result."""
-        names = self._schema.names
-        given = dict(enumerate(args))
-        for key, value in kwargs.items():
-            if key not in names or not key:
-                msg = (
-                    f"fill got an unknown axis name {key!r}; the axes are {list(names)}"
-                )
-                raise FillError(msg)
-            given[names.index(key)] = value
-        if sorted(given) != list(range(len(names))):
-            msg = f"fill needs one value per axis {list(names)}"
-            raise FillError(msg)
+        bound = bind(self._schema, args, kwargs, weight, sample)
         staging = self._staging
         assert staging._item is not None
         number = sum(1 for f in staging._files if f.path == self.path)
@@ -200,30 +188,9 @@ class StagingHist:
                 self._schema,
                 staging._item,
                 number,
-                [given[i] for i in range(len(names))],
-                weight,
-                sample,
+                list(bound.values),
+                bound.weight,
+                bound.sample,
             )
         )
         return self
-
-
-def _committed_items(
-    ref: RepoRef, branch: str, paths: list[str]
-) -> dict[str, set[str]]:
-    """Per histogram, the staged chunks of events its commits already hold."""
-    done: dict[str, set[str]] = {p: set() for p in paths}
-    try:
-        ancestry = list(ref.repo.ancestry(branch=branch))
-    except Exception:  # noqa: BLE001 - a new branch has no history
-        return done
-    for snapshot in ancestry:
-        meta = (snapshot.metadata or {}).get(ATTR_KEY, {})
-        for path, info in meta.get("histograms", {}).items():
-            if path in done:
-                done[path].update(
-                    i.removeprefix("staged:")
-                    for i in info.get("inputs", [])
-                    if i.startswith("staged:")
-                )
-    return done

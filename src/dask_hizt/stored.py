@@ -38,14 +38,16 @@ class Commit:
         The commit message.
     inputs
         The identities of the input partitions the commit added (see
-        ``Hist.fill``'s ``partition_ids``), or an empty tuple for the commit
-        that created the histogram.
+        ``Hist.fill``'s ``partition_ids`` and docs/format.md).
+    created
+        Whether the commit created the histogram (with its first counts).
     """
 
     snapshot_id: str
     written_at: datetime
     message: str
     inputs: tuple[str, ...]
+    created: bool = False
 
 
 class StoredHist:
@@ -168,18 +170,21 @@ class StoredHist:
         )
 
     def history(self) -> list[Commit]:
-        """The commits that created and filled this histogram, newest first."""
+        """The commits that filled this histogram, newest first, back to the
+        one that created it (a histogram deleted and made again starts anew)."""
         out = []
         for snap in self._ref.repo.ancestry(snapshot_id=self.snapshot_id):
             meta: Mapping[str, Any] = (snap.metadata or {}).get(ATTR_KEY, {})
+            if self.path in meta.get("deleted", ()):
+                break
             created = meta.get("created", ())
-            if self.path in ([created] if isinstance(created, str) else created):
-                out.append(Commit(snap.id, snap.written_at, snap.message, ()))
-            elif self.path in meta.get("histograms", {}):
-                inputs = meta["histograms"][self.path].get("inputs", [])
-                out.append(
-                    Commit(snap.id, snap.written_at, snap.message, tuple(inputs))
-                )
+            info = meta.get("histograms", {}).get(self.path)
+            made = self.path in ([created] if isinstance(created, str) else created)
+            if info is not None or made:
+                inputs = () if info is None else tuple(info.get("inputs", ()))
+                out.append(Commit(snap.id, snap.written_at, snap.message, inputs, made))
+            if made:
+                break
         return out
 
     def __repr__(self) -> str:

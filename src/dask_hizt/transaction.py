@@ -21,12 +21,11 @@ import os
 import posixpath
 import re
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dask.config
 import icechunk
 import numpy as np
 import zarr
@@ -47,15 +46,17 @@ from .errors import (
     StoreError,
 )
 from .layout import Layout
-from .schema import ATTR_KEY, FORMAT_VERSION, Schema
+from .schema import ATTR_KEY, FORMAT_VERSION, Schema, growing
 from .storage import cache_key, is_url, open_repository, parse_url
 
 __all__ = [
+    "Creation",
     "RepoRef",
     "check_path",
     "commit_forks",
+    "delete_histogram",
     "existing_schema",
-    "prepare_histograms",
+    "prepare",
     "read_histogram_meta",
     "writable",
 ]
@@ -276,78 +277,90 @@ def existing_schema(ref: RepoRef, branch: str, path: str) -> Schema | None:
 _TIP_SESSIONS: dict[tuple[int, str], icechunk.Session] = {}
 
 
-def prepare_histograms(
+@dataclass(frozen=True)
+class Creation:
+    """The histograms a compute creates, and the categories it appends to
+    growing axes, made in a fork of the session the compute is planned on.
+
+    The owners' forks are forked from ``fork``, and the commit merges
+    ``fork`` first: the creation lands in the commit that holds the counts,
+    so a compute that fails leaves the repository as it was.
+
+    Attributes
+    ----------
+    fork
+        The ``icechunk.ForkSession`` holding the new groups and arrays.
+    parent
+        A fork of ``fork`` without changes of its own, that the owners fork
+        from: each fork of a fork with changes writes a snapshot of them (no
+        branch refers to it; ``dh.gc`` removes it), this one does it once.
+    created
+        Paths of the histograms created.
+    grown
+        Per histogram path, per axis label, the categories appended.
+    """
+
+    fork: Any
+    parent: Any
+    created: tuple[str, ...]
+    grown: Mapping[str, Mapping[str, list[Any]]]
+
+    @property
+    def paths(self) -> set[str]:
+        """Every histogram whose metadata the creation changes."""
+        return set(self.created) | set(self.grown)
+
+
+def prepare(
     ref: RepoRef,
     branch: str,
     wanted: Mapping[str, tuple[Schema, int | str]],
-    grow: Mapping[str, Mapping[int, Iterable[Any]]],
-) -> None:
-    """Create the missing histograms and append new categories to growing
-    axes, all in one commit (none if nothing changes).
+    grow: Mapping[str, Mapping[int, Sequence[Any]]],
+) -> tuple[icechunk.Session, Creation | None]:
+    """A writable session on the branch's tip and, if some histograms are
+    missing or some growing axes get new categories, their :class:`Creation`.
 
     ``wanted`` gives each histogram's schema and the chunk budget its layout
-    is chosen with (see :meth:`Layout.for_schema`). This is a commit of its
-    own because forks can only be merged once the arrays they write are
-    committed. Existing histograms must match their
-    schema. Categories are only ever appended, so a category's index never
-    changes; a racing preparer is absorbed by retrying from the new tip.
+    is chosen with (see :meth:`Layout.for_schema`); ``grow`` per histogram
+    and axis position the values its fills meet, in order of first
+    appearance. Existing histograms must match their schema. Categories are
+    only appended (in order of first appearance, as ``hist`` does), so a
+    category's index never changes. Nothing is committed.
     """
-    retries = int(dask.config.get("dask_hizt.commit-retries"))
-    with ref.lock():
-        for _ in range(retries):
-            session = writable(ref, branch)
-            created: dict[str, tuple[Schema, Layout]] = {}
-            grown: dict[str, dict[str, list[Any]]] = {}
-            for path, (schema, chunk_bytes) in wanted.items():
-                found = find_histogram(session.store, path)
-                stored = None if found is None else found[0]
-                if stored is not None:
-                    schema.check_same(stored, f"histogram {path!r}")
-                base = schema if stored is None else stored
-                additions = {}
-                for i, values in grow.get(path, {}).items():
-                    new = sorted(set(values) - set(base.axes[i]["categories"]))
-                    if new:
-                        additions[i] = new
-                final = base.grown(additions) if additions else base
-                if stored is None:
-                    created[path] = (final, Layout.for_schema(final, chunk_bytes))
-                elif additions:
-                    _grow_arrays(session.store, path, stored, final)
-                if additions and stored is not None:
-                    grown[path] = {
-                        base.names[i] or f"#{i}": v for i, v in additions.items()
-                    }
-            if not created and not grown:
-                return
-            _create_arrays(session.store, created)
-            try:
-                session.commit(
-                    _prepare_message(list(created), grown),
-                    metadata={ATTR_KEY: {"created": list(created), "grown": grown}},
-                    rebase_with=icechunk.ConflictDetector(),
-                )
-            except (icechunk.ConflictError, icechunk.RebaseFailedError):
-                continue  # somebody created or grew some meanwhile: check theirs
-            return
-    msg = f"could not prepare histograms {list(wanted)[:5]}: {retries} conflicting commits in a row"
-    raise CommitError(msg)
-
-
-def _prepare_message(created: Sequence[str], grown: Mapping[str, Any]) -> str:
-    def few(paths: Sequence[str]) -> str:
-        return ", ".join(paths) if len(paths) <= 3 else f"{len(paths)} histograms"
-
-    parts = []
-    if created:
-        parts.append(f"create {few(created)}")
-    if grown:
-        if len(grown) == 1:
-            ((path, names),) = grown.items()
-            parts.append(f"grow {path}: {names}")
-        else:
-            parts.append(f"grow {few(list(grown))}")
-    return "dask_hizt: " + "; ".join(parts)
+    session = writable(ref, branch)
+    created: dict[str, tuple[Schema, Layout]] = {}
+    grown: dict[str, tuple[Schema, Schema, dict[str, list[Any]]]] = {}
+    for path, (schema, chunk_bytes) in wanted.items():
+        found = find_histogram(session.store, path)
+        stored = None if found is None else found[0]
+        if stored is not None:
+            schema.check_same(stored, f"histogram {path!r}")
+        base = schema if stored is None else stored
+        additions: dict[int, list[Any]] = {}
+        for i, values in grow.get(path, {}).items():
+            have = set(base.axes[i]["categories"])
+            new = [v for v in dict.fromkeys(values) if v not in have]
+            if new:
+                additions[i] = new
+        final = base.grown(additions) if additions else base
+        if stored is None:
+            created[path] = (final, Layout.for_schema(final, chunk_bytes))
+        elif additions:
+            labels = {base.names[i] or f"#{i}": v for i, v in additions.items()}
+            grown[path] = (stored, final, labels)
+    if not created and not grown:
+        return session, None
+    fork = session.fork()
+    _create_arrays(fork.store, created)
+    for path, (stored, final, _) in grown.items():
+        _grow_arrays(fork.store, path, stored, final)
+    creation = Creation(
+        fork,
+        fork.fork(),
+        tuple(created),
+        {path: labels for path, (_, _, labels) in grown.items()},
+    )
+    return session, creation
 
 
 def _grow_arrays(store: Any, path: str, schema: Schema, grown: Schema) -> None:
@@ -364,6 +377,33 @@ def writable(ref: RepoRef, branch: str) -> icechunk.Session:
     except icechunk.IcechunkError as err:
         msg = f"branch {branch!r} cannot be opened for writing: {err}"
         raise StoreError(msg) from err
+
+
+def delete_histogram(ref: RepoRef, branch: str, path: str, retries: int) -> str:
+    """Delete the histogram at ``path``: one commit; returns its snapshot id.
+
+    The commit records the deletion, so the identities of the partitions
+    that were in the histogram are forgotten with it: a histogram created
+    again at ``path`` starts empty.
+    """
+    path = check_path(path)
+    with ref.lock():
+        for _ in range(retries):
+            session = writable(ref, branch)
+            read_histogram_meta(session.store, path)  # refuses what is not one
+            zarr.core.sync.sync(session.store.delete_dir(path))
+            try:
+                return str(
+                    session.commit(
+                        f"dask_hizt: delete {path}",
+                        metadata={ATTR_KEY: {"deleted": [path]}},
+                        rebase_with=icechunk.ConflictDetector(),
+                    )
+                )
+            except (icechunk.ConflictError, icechunk.RebaseFailedError):
+                continue
+    msg = f"could not delete {path!r}: {retries} conflicting commits in a row"
+    raise CommitError(msg)
 
 
 def _create_arrays(store: Any, new: Mapping[str, tuple[Schema, Layout]]) -> None:
@@ -438,9 +478,12 @@ def commit_forks(
     message: str,
     metadata: Mapping[str, Any],
     compute_id: str,
+    *,
+    retries: int,
     since: str | None = None,
+    creation: Creation | None = None,
 ) -> str:
-    """Merge the owners' forks and make one commit on ``branch``.
+    """Merge the owners' forks (after ``creation``'s) and make one commit on ``branch``.
 
     The commit records ``compute_id``; if a commit with it is already on the
     branch after ``since`` (default ``base``: this task ran before, and its
@@ -450,31 +493,29 @@ def commit_forks(
     nothing is committed and :class:`DuplicateInputError` is raised.
 
     If the branch moved past ``base`` while we computed, the chunks that both
-    sides changed are rewritten additively before the commit; a commit racing
-    ours on object storage is absorbed by rebasing with a
-    :class:`icechunk.ConflictDetector`, and retried from the new tip when chunks
-    overlap. Never picks a side: that would lose counts.
+    sides changed are rewritten additively before the commit; if the other
+    commits created, grew or deleted a histogram we write, our additions are
+    replayed on top of theirs instead (:func:`_replay`). A commit racing ours
+    on object storage is absorbed by rebasing with a
+    :class:`icechunk.ConflictDetector`, and retried from the new tip when
+    chunks overlap (at most ``retries`` times). Never picks a side: that
+    would lose counts.
 
     Returns
     -------
     str
         The new snapshot id.
     """
-    retries = int(dask.config.get("dask_hizt.commit-retries"))
     forks = [w.fork for w in written]
     ours: dict[str, set[tuple[int, ...]]] = {}
     for w in written:
         for path, coords in w.chunks.items():
             ours.setdefault(path, set()).update(coords)
-    metadata = {
-        **metadata,
-        ATTR_KEY: {**metadata.get(ATTR_KEY, {}), "compute": compute_id},
-    }
     inputs = {
         path: set(h.get("inputs", ()))
-        for path, h in metadata[ATTR_KEY].get("histograms", {}).items()
+        for path, h in metadata.get(ATTR_KEY, {}).get("histograms", {}).items()
     }
-    if not ours and not any(inputs.values()):
+    if not ours and not any(inputs.values()) and creation is None:
         return base  # nothing went in (e.g. every partition was in already)
     with ref.lock():
         for attempt in range(retries):
@@ -482,16 +523,37 @@ def commit_forks(
             if done is not None:
                 return done
             session = writable(ref, branch)
-            if session.snapshot_id != base:
-                _refuse_duplicates(ref.repo, base, session.snapshot_id, inputs)
-            session.merge(*forks)
-            if session.snapshot_id != base:
-                _add_theirs(ref.repo, session, base, ours)
+            tip = str(session.snapshot_id)
+            created = () if creation is None else creation.created
+            grown: Mapping[str, Any] = {} if creation is None else creation.grown
+            if tip != base:
+                _refuse_duplicates(ref.repo, base, tip, inputs)
+                theirs = _changed_by_others(
+                    ref.repo,
+                    base,
+                    tip,
+                    _histogram_paths(ours),
+                    set() if creation is None else creation.paths,
+                )
+            if tip == base or not theirs:
+                if creation is not None:
+                    session.merge(creation.fork)
+                session.merge(*forks)
+                if tip != base:
+                    _add_theirs(ref.repo, session, base, ours)
+            else:
+                created, grown = _replay(ref.repo, session, base, written, creation)
+            meta = dict(metadata)
+            meta[ATTR_KEY] = {**meta.get(ATTR_KEY, {}), "compute": compute_id}
+            if created:
+                meta[ATTR_KEY]["created"] = list(created)
+            if grown:
+                meta[ATTR_KEY]["grown"] = grown
             try:
                 return str(
                     session.commit(
                         message,
-                        metadata=dict(metadata),
+                        metadata=meta,
                         rebase_with=icechunk.ConflictDetector(),
                         allow_empty=True,
                     )
@@ -506,6 +568,45 @@ def commit_forks(
         f"gave up committing to branch {branch!r} after {retries} conflicting attempts"
     )
     raise CommitError(msg)
+
+
+def _histogram_paths(chunks: Mapping[str, Any]) -> set[str]:
+    """Histogram paths of ``"<histogram>/<field>"`` array paths."""
+    return {posixpath.dirname(p) for p in chunks}
+
+
+def _changed_by_others(
+    repo: icechunk.Repository,
+    base: str,
+    tip: str,
+    written: set[str],
+    changed: set[str],
+) -> set[str]:
+    """The histograms among ``written`` (whose chunks we write) and
+    ``changed`` (that we create or grow) that the commits after ``base``
+    touched so that our forks cannot simply be merged: whose groups or
+    arrays (or a parent group) they created, changed or deleted, and, of
+    ``changed``, also those whose chunks they wrote."""
+    diff = repo.diff(from_snapshot_id=base, to_snapshot_id=tip)
+    nodes: set[str] = set()
+    for kind in (
+        "new_groups",
+        "new_arrays",
+        "deleted_groups",
+        "deleted_arrays",
+        "updated_groups",
+        "updated_arrays",
+    ):
+        nodes.update(str(p).strip("/") for p in getattr(diff, kind))
+    chunks = {posixpath.dirname(str(p).strip("/")) for p in diff.updated_chunks}
+    hit = {
+        p
+        for p in written | changed
+        if any(
+            n == p or posixpath.dirname(n) == p or p.startswith(f"{n}/") for n in nodes
+        )
+    }
+    return hit | (changed & chunks)
 
 
 def _committed(
@@ -534,6 +635,110 @@ def _refuse_duplicates(
                 "committed. Compute again to add the partitions not yet in."
             )
             raise DuplicateInputError(msg)
+
+
+def _replay(
+    repo: icechunk.Repository,
+    session: icechunk.Session,
+    base: str,
+    written: Sequence[Written],
+    creation: Creation | None,
+) -> tuple[tuple[str, ...], dict[str, dict[str, list[Any]]]]:
+    """Add what our forks wrote, as ``ours - base``, to the histograms at the
+    tip in ``session``: creating those that are not there (any more), and
+    appending our new categories to theirs.
+
+    For when the commits after ``base`` created, grew or deleted histograms
+    that we write: then our forks (whose arrays and category indices are
+    those of ``base`` plus our creation) cannot be merged. Growing category
+    axes have chunk size 1, so each of our chunks lands in one place of theirs.
+
+    Returns
+    -------
+    tuple
+        The paths created, and per path the categories appended, per axis.
+    """
+    base_store = repo.readonly_session(snapshot_id=base).store
+    per_path: dict[str, list[tuple[Any, set[tuple[int, ...]]]]] = {}
+    for w in written:
+        coords_of: dict[str, set[tuple[int, ...]]] = {}
+        for array_path, written_coords in w.chunks.items():
+            coords_of.setdefault(posixpath.dirname(array_path), set()).update(
+                written_coords
+            )
+        for path, coords in coords_of.items():
+            per_path.setdefault(path, []).append((w.fork, coords))
+    extra = [] if creation is None else [p for p in creation.paths if p not in per_path]
+    created: list[str] = []
+    grown: dict[str, dict[str, list[Any]]] = {}
+    for path in [*per_path, *extra]:
+        entries = per_path.get(path, [])
+        source = entries[0][0] if entries else creation.fork  # type: ignore[union-attr]
+        ours, layout = read_histogram_meta(source.store, path)
+        at_tip = find_histogram(session.store, path)
+        if at_tip is None:
+            _create_arrays(session.store, {path: (ours, layout)})
+            created.append(path)
+            final = ours
+        else:
+            theirs = at_tip[0]
+            theirs.check_same(ours, f"histogram {path!r}")
+            additions: dict[int, list[Any]] = {}
+            for i, axis in enumerate(ours.axes):
+                if growing(axis):
+                    have = set(theirs.axes[i]["categories"])
+                    new = [c for c in axis["categories"] if c not in have]
+                    if new:
+                        additions[i] = new
+            final = theirs.grown(additions) if additions else theirs
+            if additions:
+                _grow_arrays(session.store, path, theirs, final)
+                grown[path] = {
+                    ours.names[i] or f"#{i}": v for i, v in additions.items()
+                }
+        moved = {
+            i: [list(final.axes[i]["categories"]).index(c) for c in axis["categories"]]
+            for i, axis in enumerate(ours.axes)
+            if growing(axis)
+        }
+        before = find_histogram(base_store, path)
+        fields = ours.spec.fields
+        algebra = for_storage(ours.spec.uhi_type)
+        target = [zarr.open_array(session.store, path=f"{path}/{f}") for f in fields]
+        old = (
+            None
+            if before is None
+            else [
+                zarr.open_array(base_store, path=f"{path}/{f}", mode="r")
+                for f in fields
+            ]
+        )
+        for fork, chunk_coords in entries:
+            mine = [
+                zarr.open_array(fork.store, path=f"{path}/{f}", mode="r")
+                for f in fields
+            ]
+            for c in sorted(chunk_coords):
+                sel = tuple(
+                    slice(i * s, min((i + 1) * s, n))
+                    for i, s, n in zip(c, layout.chunks, layout.shape, strict=True)
+                )
+                values = tuple(np.asarray(a[sel]) for a in mine)
+                if old is not None and all(
+                    s.stop <= n for s, n in zip(sel, old[0].shape, strict=True)
+                ):
+                    start = tuple(np.asarray(a[sel]) for a in old)
+                else:
+                    start = tuple(np.zeros_like(v) for v in values)
+                delta = algebra.unmerge(values, start)
+                where = tuple(
+                    slice(moved[i][s.start], moved[i][s.start] + 1) if i in moved else s
+                    for i, s in enumerate(sel)
+                )
+                now = tuple(np.asarray(a[where]) for a in target)
+                for a, v in zip(target, algebra.merge(now, delta), strict=True):
+                    a[where] = v
+    return tuple(created), grown
 
 
 def _add_theirs(
