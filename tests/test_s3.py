@@ -372,8 +372,12 @@ def test_four_processes_compute_and_grow_at_once(s3_url: str, tmp_path: Path) ->
     assert sorted(s.id for s in new) == snapshots
     meta = [(s.metadata or {}).get("dask_hizt", {}) for s in new]
     assert sum("g" in m.get("created", ()) for m in meta) == 1
-    grown = [label for m in meta for label in m.get("grown", {}).get("g", {}).get("d", [])]
-    created = next(s for s, m in zip(new, meta, strict=True) if "g" in m.get("created", ()))
+    grown = [
+        label for m in meta for label in m.get("grown", {}).get("g", {}).get("d", [])
+    ]
+    created = next(
+        s for s, m in zip(new, meta, strict=True) if "g" in m.get("created", ())
+    )
     first = dh.open(s3_url, "g", snapshot_id=created.id)
     assert sorted([*first.axes[0], *grown]) == labels
 
