@@ -12,6 +12,7 @@ runs.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 import uuid
 from collections.abc import Hashable, Mapping, Sequence
@@ -26,9 +27,9 @@ import numpy as np
 from dask.base import DaskMethodsMixin, is_dask_collection, tokenize
 from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph
-from dask.utils import parse_timedelta
 
 from . import _progress
+from ._checkpoint import parse_duration
 from ._graph import Checkpoint, awkward_optimize, is_awkward, optimize
 from ._ledger import committed, default_ids
 from ._plan import Plan, plan, prepare
@@ -510,19 +511,17 @@ def _parse_checkpoint(value: Any) -> Checkpoint | None:
         seconds = value.total_seconds()
     elif isinstance(value, str):
         try:
-            seconds = float(parse_timedelta(value))
-        except (ValueError, KeyError) as err:
-            msg = (
-                f"checkpoint {value!r} is neither a number of partitions nor a duration"
-            )
+            seconds = parse_duration(value)
+        except ValueError as err:
+            msg = f"checkpoint {value!r} is neither a number of partitions nor a duration: {err}"
             raise ValueError(msg) from err
     elif isinstance(value, float):
         seconds = value
     else:
         msg = f"checkpoint must be a number of partitions or a duration, got {value!r}"
         raise TypeError(msg)
-    if not seconds >= 0:
-        msg = f"checkpoint duration must not be negative, got {value!r}"
+    if not seconds >= 0 or not math.isfinite(seconds):
+        msg = f"checkpoint duration must be finite and not negative, got {value!r}"
         raise ValueError(msg)
     step = int(dask.config.get("dask_hizt.checkpoint-step"))
     return Checkpoint(max(1, step), seconds, start)
