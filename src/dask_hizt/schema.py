@@ -70,13 +70,27 @@ _STORAGE_BY_UHI = {spec.uhi_type: cls for cls, spec in STORAGES.items()}
 
 
 def _metadata(axis: Any) -> dict[str, Any]:
-    # hist keeps name and label in the axis' __dict__; ``.label`` falls back to
-    # the name, which must not be stored as an explicit label.
+    # hist keeps name and label in the axis' __dict__ (``.label`` falls back to
+    # the name, which must not be stored as an explicit label); plain
+    # boost-histogram axes have neither, only their free-form ``metadata``.
     raw = getattr(axis, "__dict__", {})
-    return {
+    out: dict[str, Any] = {
         "name": str(raw.get("name", "") or ""),
         "label": str(raw.get("label", "") or ""),
     }
+    extra = raw.get("metadata")
+    if extra is None:
+        return out
+    if not isinstance(extra, str | bool | int | float) or (
+        isinstance(extra, float) and not math.isfinite(extra)
+    ):
+        msg = (
+            f"axis {out['name'] or '<unnamed>'!r}: metadata={extra!r} cannot be "
+            "stored; UHI axis metadata is a string, a finite number or a boolean"
+        )
+        raise UnsupportedAxisError(msg)
+    out["metadata"] = extra
+    return out
 
 
 def _transform(axis: Any, name: str) -> dict[str, Any]:
@@ -103,7 +117,8 @@ def axis_to_dict(axis: Any) -> dict[str, Any]:
         If the axis has no faithful on-disk form in this version.
     """
     traits = axis.traits
-    name = axis.name or "<unnamed>"
+    meta = _metadata(axis)
+    name = meta["name"] or "<unnamed>"  # boost-histogram axes have no .name
     if traits.growth and not isinstance(
         axis, bh.axis.IntCategory | bh.axis.StrCategory
     ):
@@ -170,7 +185,7 @@ def axis_to_dict(axis: Any) -> dict[str, Any]:
         raise UnsupportedAxisError(msg)
     if traits.growth:
         out["writer_info"] = {"dask_hizt": {"growth": True}}
-    out["metadata"] = _metadata(axis)
+    out["metadata"] = meta
     return out
 
 
@@ -179,6 +194,8 @@ def axis_from_dict(data: Mapping[str, Any]) -> Any:
     meta = dict(data.get("metadata", {}))
     name = meta.pop("name", "") or ""
     label = meta.pop("label", "") or ""
+    # the axis' free-form metadata (boost-histogram's metadata=), if any
+    extra = {"metadata": meta["metadata"]} if "metadata" in meta else {}
     kind = data["type"]
     info = data.get("writer_info", {}).get("dask_hizt", {})
     axis: Any
@@ -196,6 +213,7 @@ def axis_from_dict(data: Mapping[str, Any]) -> Any:
             transform=transform,
             name=name,
             label=label,
+            **extra,
         )  # boost refuses flow options next to a transform: they are the defaults
     elif kind == "regular" and info.get("kind") == "integer":
         axis = hist.axis.Integer(
@@ -206,6 +224,7 @@ def axis_from_dict(data: Mapping[str, Any]) -> Any:
             circular=data["circular"],
             name=name,
             label=label,
+            **extra,
         )
     elif kind == "regular":
         axis = hist.axis.Regular(
@@ -217,6 +236,7 @@ def axis_from_dict(data: Mapping[str, Any]) -> Any:
             circular=data["circular"],
             name=name,
             label=label,
+            **extra,
         )
     elif kind == "variable":
         axis = hist.axis.Variable(
@@ -226,16 +246,24 @@ def axis_from_dict(data: Mapping[str, Any]) -> Any:
             circular=data["circular"],
             name=name,
             label=label,
+            **extra,
         )
     elif kind == "boolean":
-        axis = hist.axis.Boolean(name=name, label=label)
+        axis = hist.axis.Boolean(name=name, label=label, **extra)
     elif kind in ("category_int", "category_str"):
         cls = hist.axis.IntCategory if kind == "category_int" else hist.axis.StrCategory
         growth = bool(info.get("growth", False))
         flow = (
             {} if growth else {"overflow": data["flow"]}
         )  # growth implies no flow bin
-        axis = cls(data["categories"], growth=growth, name=name, label=label, **flow)
+        axis = cls(
+            data["categories"],
+            growth=growth,
+            name=name,
+            label=label,
+            **flow,
+            **extra,
+        )
     else:
         msg = f"unknown axis type {kind!r} in stored schema"
         raise SchemaMismatchError(msg)
