@@ -111,10 +111,32 @@ def _noflow_columns() -> list[Any]:
     return [rng.random(N) * 1.2 - 0.1, rng.choice(["a", "b"], N)]
 
 
+def _unnamed_axes() -> tuple[Any, ...]:
+    # hist labels axes without name or label "Axis i" by position: a result
+    # keeps the labels of the whole histogram
+    return (
+        hist.axis.StrCategory(["a", "b", "c"]),
+        hist.axis.Regular(8, 0, 1),
+        hist.axis.Integer(0, 4, label="count"),
+        hist.axis.Regular(5, -1, 1, name="y"),
+    )
+
+
+def _unnamed_columns() -> list[Any]:
+    rng = np.random.default_rng(10)
+    return [
+        rng.choice(["a", "b", "c", "d"], N),
+        rng.uniform(-0.1, 1.1, N),
+        rng.integers(-1, 6, N),
+        rng.normal(0, 0.6, N),
+    ]
+
+
 SHAPES: dict[str, tuple[Callable[[], tuple[Any, ...]], Callable[[], list[Any]]]] = {
     "cat3d": (_cat3d_axes, _cat3d_columns),
     "mixed": (_mixed_axes, _mixed_columns),
     "noflow": (_noflow_axes, _noflow_columns),
+    "unnamed": (_unnamed_axes, _unnamed_columns),
 }
 
 
@@ -122,7 +144,7 @@ def _storages(shape: str) -> list[str]:
     """The storages each shape is stored in (every one for cat3d)."""
     if shape == "cat3d":
         return list(STORAGES)
-    if shape == "mixed":
+    if shape in ("mixed", "unnamed"):
         return ["double", "weight"]
     return ["double", "int64", "weight"]
 
@@ -255,6 +277,24 @@ INDEXES: dict[str, list[Any]] = {
         (0, hist.overflow),
         ({"s": ["b"]}),
     ],
+    "unnamed": [
+        ...,
+        (0, ...),
+        ("b", slice(None), sum, slice(None)),
+        (slice(None), 3, ...),
+        (sum, slice(None), slice(None), 2),
+        (..., sum),
+        (slice(None), slice(None, None, R(2)), L(1), sum),
+        (slice(1, 3), L(0.5), slice(None), slice(None, None, sum)),
+        ({0: "a"}),
+        ({1: sum, "y": 1}),
+        ({2: slice(1, 3), 3: R(5)}),
+        (["a", "c"], ...),
+        ("*", sum, ...),
+        (hist.overflow, hist.underflow, hist.overflow, slice(None)),
+        (0, 0, 0, 0),
+        (sum, sum, sum, sum),
+    ],
 }
 
 
@@ -370,6 +410,7 @@ PROJECTIONS = {
     "cat3d": [(0,), (1,), (2,), ("pt", "ds"), (2, 1), (0, 2), (), (0, 1, 2), (2, 0, 1)],
     "mixed": [(0,), (1,), (3,), ("r", "v"), (2, 0), (1, 3), (), (3, 2, 1, 0)],
     "noflow": [(0,), (1,), (1, 0), ()],
+    "unnamed": [(0,), (1,), (2, 1), (3, 0), ("y", 2), (1, 2, 3), ()],
 }
 
 
