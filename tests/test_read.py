@@ -488,6 +488,74 @@ def test_to_dask_array_on_cluster(
     np.testing.assert_array_equal(client.compute(arr).result(), eager.variances())
 
 
+# ---------------------------------------------------------------- xarray --
+
+
+def _xarray_cases() -> dict[str, Callable[[Path], dh.Hist]]:
+    x = da.random.default_rng(4).normal(0, 1, size=N, chunks=N // 3)
+    w = da.random.default_rng(5).uniform(0, 2, size=N, chunks=N // 3)
+    rng = np.random.default_rng(6)
+
+    def cat(store: Path) -> dh.Hist:
+        # unnamed axes next to a named one called like a placeholder
+        h = dh.Hist(
+            hist.axis.StrCategory(["a", "b"]),
+            hist.axis.Regular(6, -3, 3, name="axis_0"),
+            hist.axis.Integer(0, 3),
+            storage=hist.storage.WeightedMean(),
+            store=store,
+            path="cat",
+        )
+        c = da.from_array(rng.choice(["a", "b", "c"], N), chunks=N // 3)
+        n = da.from_array(rng.integers(-1, 4, N), chunks=N // 3)
+        return h.fill(c, x, n, weight=w, sample=x)
+
+    return {
+        "bins-range": lambda store: dh.histogram(
+            x, bins=20, range=(-3, 3), store=store, path="a/h"
+        ),
+        "edges-weights": lambda store: dh.histogram(
+            x, bins=[-3.0, -1.0, 0.0, 0.5, 3.0], weights=w, store=store, path="e"
+        ),
+        "weight-storage": lambda store: dh.histogram(
+            x,
+            bins=7,
+            range=(-2, 2),
+            weights=w,
+            storage=hist.storage.Weight(),
+            store=store,
+            path="w",
+        ),
+        "int64": lambda store: dh.histogram(
+            x, bins=5, range=(0, 1), storage=hist.storage.Int64(), store=store, path="i"
+        ),
+        "multi-axis": cat,
+    }
+
+
+@pytest.mark.parametrize("case", list(_xarray_cases()))
+def test_xarray_opens_every_histogram(repo_path: Path, case: str) -> None:
+    import xarray as xr  # in the test dependency group
+
+    stored = _xarray_cases()[case](repo_path).compute(scheduler="sync")
+    session = stored.repository.readonly_session(snapshot_id=stored.snapshot_id)
+    ds = xr.open_zarr(
+        session.store, group=stored.path, consolidated=False, zarr_format=3
+    )
+    dims = stored.schema.dimension_names
+    assert len(set(dims)) == len(dims)
+    if case == "multi-axis":
+        assert dims == ("axis_0_", "axis_0", "axis_2")
+    else:
+        assert dims == ("axis_0",)  # dh.histogram's axis is unnamed
+    view = np.asarray(stored.to_hist().view(flow=True))
+    assert sorted(ds.data_vars) == sorted(stored.schema.spec.fields)
+    for field in stored.schema.spec.fields:
+        assert ds[field].dims == dims
+        want = view if view.dtype.names is None else view[field]
+        np.testing.assert_array_equal(ds[field].values, want)
+
+
 # ----------------------------------------------------------- chunk reads --
 
 _CHUNK_KEY = re.compile(r"^h/(\w+)/c(/\d+)+$")

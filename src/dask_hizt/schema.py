@@ -341,6 +341,22 @@ class Schema:
         """Axis names (empty string for unnamed axes)."""
         return tuple(str(a["metadata"]["name"]) for a in self.axes)
 
+    @property
+    def dimension_names(self) -> tuple[str, ...]:
+        """The zarr ``dimension_names`` of the field arrays: each axis' name,
+        or ``axis_<i>`` for an unnamed axis ``i`` (with ``_`` appended until
+        it differs from every other dimension name). xarray needs a name for
+        every dimension."""
+        taken = {n for n in self.names if n}
+        out = []
+        for i, name in enumerate(self.names):
+            dim = name or f"axis_{i}"
+            while not name and dim in taken:
+                dim += "_"
+            taken.add(dim)
+            out.append(dim)
+        return tuple(out)
+
     def hist_axes(self) -> tuple[Any, ...]:
         """Fresh ``hist`` axis objects."""
         return tuple(axis_from_dict(a) for a in self.axes)

@@ -396,7 +396,7 @@ def _create_arrays(store: Any, new: Mapping[str, tuple[Schema, Layout]]) -> None
                     chunks=layout.chunks,
                     dtype=schema.dtype,
                     fill_value=0,
-                    dimension_names=names if all(names) else None,
+                    dimension_names=schema.dimension_names,
                     # A checksum turns a flipped byte into an error instead
                     # of wrong counts, for about 5% of the codec's time;
                     # level 1 is as small as zarr's default and faster.
