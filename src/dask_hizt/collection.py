@@ -35,7 +35,7 @@ from ._ledger import committed, default_ids
 from ._plan import Plan, plan, prepare
 from ._stage import StagedFile
 from .errors import FillError
-from .schema import Schema
+from .schema import Schema, axis_from_bins
 from .stored import StoredHist
 from .transaction import RepoRef, check_path, existing_schema
 
@@ -738,9 +738,11 @@ def histogram(
     x
         The data: a 1-D dask array, a dask.dataframe Series or a NumPy array.
     bins
-        Number of equal bins in ``range``, or the bin edges.
+        Number of equal bins in ``range`` (a positive integer), or the bin
+        edges (at least 2, finite, strictly increasing).
     range
-        Lower and upper edge; required with an integer ``bins``.
+        Lower and upper edge (finite, lower < upper); required with an
+        integer ``bins``.
     weights
         Per-entry weights, partitioned like ``x``.
     storage, store, path, branch, storage_options
@@ -750,17 +752,15 @@ def histogram(
     -------
     Hist
         The lazy histogram with the fill queued; compute it to store it.
+
+    Raises
+    ------
+    FillError
+        For bad ``bins`` or ``range``, naming the problem, before the
+        repository is opened or created.
     """
-    axis: Any
-    if isinstance(bins, int | np.integer):
-        if range is None:
-            msg = "range=(lower, upper) is required when bins is a number"
-            raise FillError(msg)
-        axis = hist.axis.Regular(int(bins), float(range[0]), float(range[1]), name="")
-    else:
-        axis = hist.axis.Variable(list(bins), name="")
     h = Hist(
-        axis,
+        axis_from_bins(bins, range),  # checked before the repository is touched
         storage=storage,
         store=store,
         path=path,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,9 +19,21 @@ import boost_histogram as bh
 import hist
 import numpy as np
 
-from .errors import SchemaMismatchError, UnsupportedAxisError, UnsupportedStorageError
+from .errors import (
+    FillError,
+    SchemaMismatchError,
+    UnsupportedAxisError,
+    UnsupportedStorageError,
+)
 
-__all__ = ["ATTR_KEY", "FORMAT_VERSION", "STORAGES", "Schema", "StorageSpec"]
+__all__ = [
+    "ATTR_KEY",
+    "FORMAT_VERSION",
+    "STORAGES",
+    "Schema",
+    "StorageSpec",
+    "axis_from_bins",
+]
 
 #: Version of the on-disk format written by this library (see docs/format.md).
 FORMAT_VERSION = 1
@@ -268,6 +281,85 @@ def axis_from_dict(data: Mapping[str, Any]) -> Any:
         msg = f"unknown axis type {kind!r} in stored schema"
         raise SchemaMismatchError(msg)
     return axis
+
+
+def axis_from_bins(bins: Any, span: Any) -> Any:
+    """The unnamed axis of numpy-style ``bins`` and ``range``, checked.
+
+    Parameters
+    ----------
+    bins
+        A positive number of equal bins over ``span``, or the bin edges (at
+        least 2, finite, strictly increasing).
+    span
+        ``(lower, upper)``: finite, ``lower < upper``; required with a number
+        of bins, ignored with edges (as by ``numpy.histogram``).
+
+    Raises
+    ------
+    FillError
+        Naming what is wrong, before any repository is touched (boost's own
+        errors name none, and it takes a reversed range).
+    """
+    not_bins = (
+        "bins must be an integer number of bins or a sequence of bin edges, "
+        f"got {bins!r}"
+    )
+    if isinstance(bins, bool | str | bytes):
+        raise FillError(not_bins)
+    if isinstance(bins, numbers.Integral):
+        if bins < 1:
+            msg = f"bins must be a positive number of bins, got {bins!r}"
+            raise FillError(msg)
+        lower, upper = _range(span)
+        return hist.axis.Regular(int(bins), lower, upper, name="")
+    if isinstance(bins, numbers.Number) or np.ndim(bins) == 0:
+        raise FillError(not_bins)
+    try:
+        edges = np.asarray(bins, dtype=np.float64)
+    except (TypeError, ValueError):
+        msg = f"bin edges must be numbers, got {bins!r}"
+        raise FillError(msg) from None
+    if edges.ndim != 1 or edges.size < 2:
+        msg = f"bins needs at least 2 edges in a flat sequence, got {bins!r}"
+        raise FillError(msg)
+    bad = np.flatnonzero(~np.isfinite(edges))
+    if bad.size:
+        msg = f"bin edges must be finite; edge {bad[0]} is {edges[bad[0]]}"
+        raise FillError(msg)
+    bad = np.flatnonzero(~(np.diff(edges) > 0))
+    if bad.size:
+        i = int(bad[0])
+        msg = (
+            f"bin edges must be strictly increasing; edge {i + 1} "
+            f"({edges[i + 1]:g}) does not exceed edge {i} ({edges[i]:g})"
+        )
+        raise FillError(msg)
+    return hist.axis.Variable(edges.tolist(), name="")
+
+
+def _range(span: Any) -> tuple[float, float]:
+    """``range=(lower, upper)`` of a number of bins, checked."""
+    if span is None:
+        msg = "range=(lower, upper) is required when bins is a number"
+        raise FillError(msg)
+    try:
+        lower, upper = (float(v) for v in span)
+    except (TypeError, ValueError):
+        msg = f"range must be (lower, upper), two numbers, got {span!r}"
+        raise FillError(msg) from None
+    if not (math.isfinite(lower) and math.isfinite(upper)):
+        msg = f"range must be finite, got {span!r}"
+        raise FillError(msg)
+    if lower > upper:
+        msg = (
+            f"range is reversed: lower {lower:g} > upper {upper:g}; give (lower, upper)"
+        )
+        raise FillError(msg)
+    if lower == upper:
+        msg = f"range is empty: lower and upper are both {lower:g}"
+        raise FillError(msg)
+    return lower, upper
 
 
 def _storage_class(
