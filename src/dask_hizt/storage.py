@@ -39,10 +39,12 @@ from .errors import StoreError
 
 __all__ = [
     "OPTIONS",
+    "QUIET_LOGS",
     "StoreURL",
     "is_url",
     "open_repository",
     "parse_url",
+    "quiet_icechunk_logs",
     "redact",
     "repository_config",
     "s3_storage",
@@ -80,6 +82,37 @@ _KNOWN_SCHEMES = {
     "file": "file URLs",
     "memory": "in-memory storage",
 }
+
+
+#: icechunk's log filter once dask_hizt opens a repository: icechunk's default
+#: (``warn``), less two warnings that do not apply to dask_hizt's use. Filters
+#: go by target (crate or module), not by message:
+#:
+#: - ``icechunk_arrow_object_store`` (the local-filesystem storage) warns "The
+#:   LocalFileSystem storage is not safe for concurrent commits": dask_hizt
+#:   serialises the commits to a local repository with a file lock;
+#: - ``icechunk_storage::readback`` warns "conditional PUT is enabled but
+#:   `unsafe_use_metadata` is disabled": the spurious conflict it may cause is
+#:   retried as any conflict is.
+QUIET_LOGS = "warn,icechunk_arrow_object_store=error,icechunk_storage::readback=error"
+_logs_quieted = False
+
+
+def quiet_icechunk_logs() -> None:
+    """Set icechunk's log filter to :data:`QUIET_LOGS`, once per process.
+
+    Called whenever dask_hizt opens a repository (not on import). A filter
+    the user chose through the ``ICECHUNK_LOG`` environment variable (or
+    ``ICECHUNK_NO_LOGS``) is left alone, and so is any filter set with
+    ``icechunk.set_logs_filter`` after the first repository was opened.
+    """
+    global _logs_quieted  # noqa: PLW0603 - one switch per process
+    if _logs_quieted:
+        return
+    _logs_quieted = True
+    if os.environ.get("ICECHUNK_LOG") or "ICECHUNK_NO_LOGS" in os.environ:
+        return
+    icechunk.set_logs_filter(QUIET_LOGS)
 
 
 @dataclass(frozen=True)
@@ -369,6 +402,7 @@ def open_repository(
         other objects, or the store cannot be reached or read. The message
         names the URL, never a secret.
     """
+    quiet_icechunk_logs()
     storage = s3_storage(url, storage_options)
     config = repository_config()
     try:

@@ -48,7 +48,7 @@ from .errors import (
 )
 from .layout import Layout
 from .schema import ATTR_KEY, FORMAT_VERSION, Schema
-from .storage import cache_key, is_url, open_repository, parse_url
+from .storage import cache_key, is_url, open_repository, parse_url, quiet_icechunk_logs
 
 __all__ = [
     "RepoRef",
@@ -124,6 +124,7 @@ class RepoRef:
             if not create and not path.exists():
                 msg = f"no repository at {text!r}"
                 raise StoreError(msg)
+            quiet_icechunk_logs()  # before the storage exists: it warns when made
             storage = icechunk.local_filesystem_storage(str(path))
             try:
                 repo = _open_local(storage, create)
