@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -431,24 +432,51 @@ class _NotClean(Exception):
 def _open_or_create(
     storage: icechunk.Storage, config: icechunk.RepositoryConfig, create: bool
 ) -> icechunk.Repository:
-    try:
-        return icechunk.Repository.open(storage, config=config)
-    except icechunk.RepositoryNotFoundError:
-        if not create:
-            raise
-    # Racing creators: the first one's objects make the prefix unclean for
-    # the others, which then open its repository once it is complete.
-    for attempt in range(10):
-        try:
-            return icechunk.Repository.create(storage, config=config)
-        except icechunk.IcechunkError as err:
-            if getattr(err, "kind", None) != "parent-directory-not-clean":
-                raise
+    """Open the repository, or create it; racing creators all end up with
+    the one repository that was created first.
+
+    A creator that lost the race finds either the prefix unclean (the
+    winner's objects are there, its repository may not be complete yet) or
+    its conditional write of the repository info refused (a conflict: the
+    winner's landed first); it then opens the winner's repository. Conflicts
+    are retried up to ``dask_hizt.commit-retries`` times, as commits are;
+    an unclean prefix that never becomes a repository, 10 times.
+    """
+    tries = max(1, int(dask.config.get("dask_hizt.commit-retries")))
+    unclean = 0
+    for attempt in range(tries):
         try:
             return icechunk.Repository.open(storage, config=config)
         except icechunk.RepositoryNotFoundError:
-            time.sleep(0.05 * (attempt + 1))
-    raise _NotClean
+            if not create:
+                raise
+        except icechunk.ConflictError:
+            # the repository info changed while it was read: a creator raced
+            _pause(attempt)
+            continue
+        try:
+            return icechunk.Repository.create(storage, config=config)
+        except icechunk.ConflictError:
+            pass  # another creator's repository info landed first: open it
+        except icechunk.IcechunkError as err:
+            if getattr(err, "kind", None) != "parent-directory-not-clean":
+                raise
+            unclean += 1
+            if unclean >= 10:
+                raise _NotClean from None
+            time.sleep(0.05 * unclean)
+    # out of tries: a last open, which says what stands in the way
+    try:
+        return icechunk.Repository.open(storage, config=config)
+    except icechunk.RepositoryNotFoundError:
+        if unclean:
+            raise _NotClean from None
+        raise
+
+
+def _pause(attempt: int) -> None:
+    """A short, growing, jittered wait between two tries of a racing open."""
+    time.sleep(min(0.5, 0.02 * (attempt + 1)) * (0.5 + random.random()))
 
 
 def _first_line(err: BaseException) -> str:

@@ -162,14 +162,14 @@ _OPENED_URLS: dict[tuple[str, ...], RepoRef] = {}
 def _open_local(storage: icechunk.Storage, create: bool) -> icechunk.Repository:
     if not create:
         return icechunk.Repository.open(storage)
-    # open_or_create is not atomic: a racing creator may have won, or may be
-    # halfway (the prefix is no longer clean, the repository not there yet).
-    for _ in range(50):
+    # open_or_create is not atomic: a racing creator may have won (its
+    # repository info landed first: a conflict), or may be halfway (the
+    # prefix is no longer clean, the repository not there yet). Any of its
+    # errors is tried again, 50 times at most: the last one is raised.
+    for _ in range(49):
         try:
             return icechunk.Repository.open_or_create(storage)
         except icechunk.IcechunkError:
-            if icechunk.Repository.exists(storage):
-                return icechunk.Repository.open(storage)
             time.sleep(0.1)
     return icechunk.Repository.open_or_create(storage)
 
