@@ -473,11 +473,66 @@ def test_diff_reports_changed_histograms_and_sums(
         r"\[value: \d+ chunks?; variance: \d+ chunks?\]", by_path["ana/pt_eta"]
     )
     assert f"sum new -> {filled.counts.sum(flow=True):.10g}" in by_path["counts"]
-    # the other way round is refused in one line
-    line = _failed(_main(capsys, "diff", str(filled.repo), "main", "v1"), 1)
-    assert "ancestor" in line
     line = _failed(_main(capsys, "diff", str(filled.repo), "v1", "nope"), 1)
     assert "'nope' is no branch, tag or snapshot id" in line
+
+
+def test_diff_backwards_in_history(filled: Filled) -> None:
+    out = _ok("diff", str(filled.repo), "main", "v1", cwd=filled.repo.parent)
+    lines = out.splitlines()
+    tip = dh.open(filled.repo, "counts").snapshot_id
+    assert (
+        lines[0]
+        == f"{tip} -> {filled.first} (back in history: NEW is an ancestor of OLD)"
+    )
+    by_path = {line.split()[0]: line for line in lines[1:]}
+    assert set(by_path) == {"ana/pt_eta", "counts"}
+    before = filled.eager.sum(flow=True).value
+    after = filled.eager1.sum(flow=True).value
+    match = re.search(r"sum (\S+) -> (\S+) \((\S+)\)", by_path["ana/pt_eta"])
+    assert match is not None
+    np.testing.assert_allclose(
+        [float(g) for g in match.groups()], [before, after, after - before], rtol=1e-9
+    )
+    total = filled.counts.sum(flow=True)
+    assert f"sum {total:.10g} -> deleted ({-total:+.10g})" in by_path["counts"]
+
+
+@pytest.mark.parametrize("new", ["main", "tip-snapshot"])
+def test_diff_of_a_snapshot_with_itself(filled: Filled, new: str) -> None:
+    tip = dh.open(filled.repo, "counts").snapshot_id
+    if new == "tip-snapshot":  # as a tag at the tip of main would be
+        new = tip
+    done = _run("diff", str(filled.repo), "main", new, cwd=filled.repo.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"{tip} -> {tip}",
+        "no histogram changed (the same snapshot)",
+    ]
+    assert done.stderr == ""
+
+
+def test_diff_of_diverged_branches_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo_path = tmp_path / "repo.icechunk"
+    # different data each time: the same data would be skipped as already in
+    data = [np.random.default_rng(i).uniform(0, 1, 50) for i in range(3)]
+
+    def fill(x: np.ndarray[Any, Any], branch: str) -> dh.StoredHist:
+        return dh.histogram(
+            x, bins=5, range=(0, 1), store=repo_path, path="x", branch=branch
+        ).compute()
+
+    parted = fill(data[0], "main")
+    parted.repository.create_branch("other", parted.snapshot_id)
+    fill(data[1], "main")
+    fill(data[2], "other")
+    line = _failed(_main(capsys, "diff", str(repo_path), "main", "other"), 1)
+    assert "neither is an ancestor of the other" in line
+    # each branch against where they parted works
+    out = _main(capsys, "diff", str(repo_path), parted.snapshot_id, "other").stdout
+    assert "x  sum 50 -> 100 (+50)" in out
 
 
 def test_tag_create_list_and_refuse_existing(

@@ -4,6 +4,7 @@ equals the eager hist.Hist."""
 from __future__ import annotations
 
 import weakref
+from pathlib import Path
 from typing import Any
 
 import dask
@@ -64,6 +65,72 @@ def test_histogram_variable_bins_weights(store: Any) -> None:
     )
     assert_hist_equal(stored, expected, rtol=1e-12)
     np.testing.assert_allclose(stored.variances(), expected.variances(), rtol=1e-12)
+
+
+BAD_BINNING = [
+    (-5, (0, 1), "bins must be a positive number of bins, got -5"),
+    (0, (0, 1), "bins must be a positive number of bins, got 0"),
+    (
+        2.5,
+        (0, 1),
+        "bins must be an integer number of bins or a sequence of bin edges, got 2.5",
+    ),
+    (True, (0, 1), "bins must be an integer number of bins or a sequence"),
+    ("auto", None, "bins must be an integer number of bins or a sequence"),
+    (10, (200, 0), r"range is reversed: lower 200 > upper 0"),
+    (10, (1, 1), "range is empty: lower and upper are both 1"),
+    (10, (0, float("nan")), r"range must be finite, got \(0, nan\)"),
+    (10, (float("-inf"), 1), r"range must be finite"),
+    (10, (0, 1, 2), r"range must be \(lower, upper\), two numbers, got \(0, 1, 2\)"),
+    (10, (0,), r"range must be \(lower, upper\)"),
+    (10, 5, r"range must be \(lower, upper\)"),
+    (10, None, r"range=\(lower, upper\) is required when bins is a number"),
+    ([0, 1, 1, 2], None, r"strictly increasing; edge 2 \(1\) does not exceed edge 1"),
+    ([3, 2], None, r"strictly increasing; edge 1 \(2\) does not exceed edge 0 \(3\)"),
+    ([0, float("nan"), 1], None, "bin edges must be finite; edge 1 is nan"),
+    ([0, float("inf")], None, "bin edges must be finite; edge 1 is inf"),
+    ([0.5], None, "at least 2 edges"),
+    ([], None, "at least 2 edges"),
+    ([[0, 1], [2, 3]], None, "at least 2 edges in a flat sequence"),
+    (["a", "b"], None, "bin edges must be numbers"),
+]
+
+
+@pytest.mark.parametrize(
+    ("bins", "span", "match"), BAD_BINNING, ids=[repr(b[:2]) for b in BAD_BINNING]
+)
+def test_histogram_refuses_bad_binning_before_writing(
+    repo_path: Path, bins: Any, span: Any, match: str
+) -> None:
+    x = da.arange(10.0, chunks=5)
+    with pytest.raises(dh.FillError, match=match):
+        dh.histogram(x, bins=bins, range=span, store=repo_path, path="x")
+    assert not repo_path.exists()  # no repository was created
+
+
+def test_histogram_bad_binning_commits_nothing(repo_path: Path) -> None:
+    x = da.arange(10.0, chunks=5)
+    dh.histogram(x, bins=2, range=(0, 10), store=repo_path, path="x").compute()
+    repo = dh.open(repo_path, "x").repository
+    tip = repo.lookup_branch("main")
+    for bins, span, _ in BAD_BINNING:
+        with pytest.raises(dh.FillError):
+            dh.histogram(x, bins=bins, range=span, store=repo_path, path="y").compute()
+    assert repo.lookup_branch("main") == tip
+    with pytest.raises(dh.NotAHistogramError):
+        dh.open(repo_path, "y")
+
+
+def test_histogram_takes_numpy_bins_and_edges(repo_path: Path) -> None:
+    x = np.random.default_rng(2).uniform(-1, 3, 1_000)
+    lazy = da.from_array(x, chunks=250)
+    edges = np.array([-1.0, 0.0, 0.5, 2.0])
+    regular = dh.histogram(
+        lazy, bins=np.int64(8), range=np.array([0.0, 2.0]), store=repo_path, path="r"
+    ).compute()
+    variable = dh.histogram(lazy, bins=edges, store=repo_path, path="v").compute()
+    assert_hist_equal(regular, hist.Hist(hist.axis.Regular(8, 0, 2)).fill(x))
+    assert_hist_equal(variable, hist.Hist(hist.axis.Variable(edges)).fill(x))
 
 
 @pytest.mark.parametrize("scheduler", SCHEDULERS)

@@ -7,6 +7,7 @@ that should be in.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -26,6 +27,7 @@ import pytest
 from conftest import assert_hist_equal
 
 import dask_hizt as dh
+from dask_hizt.collection import _parse_checkpoint
 
 AXIS = hist.axis.Regular(20, -3, 3, name="x")
 PARTS = 10
@@ -148,7 +150,9 @@ def test_checkpoint_every_k_partitions(repo_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("every", "commits"), [("0s", 5), ("1 hour", 1)], ids=["due", "not-due"]
+    ("every", "commits"),
+    [("0s", 5), ("1 hour", 1), ("10 min", 1)],
+    ids=["due", "not-due", "readme-spelling"],
 )
 def test_checkpoint_by_time(repo_path: Path, every: str, commits: int) -> None:
     h = _hist(repo_path, _job(Reads("test_checkpoint_by_time")))
@@ -161,6 +165,55 @@ def test_checkpoint_by_time(repo_path: Path, every: str, commits: int) -> None:
     # hand their partials on)
     assert len(fills) == commits
     assert _partitions(fills, ids) == list(range(PARTS))
+
+
+@pytest.mark.parametrize(
+    ("every", "seconds"),
+    [
+        ("10 min", 600.0),  # README, Hist.compute, docs/userguide.md
+        ("10min", 600.0),
+        ("10 minutes", 600.0),
+        ("1 minute", 60.0),
+        ("1 hour", 3600.0),
+        ("1.5 hours", 5400.0),
+        ("2h", 7200.0),
+        ("30s", 30.0),
+        ("30 sec", 30.0),
+        ("0s", 0.0),
+        ("45", 45.0),
+        (" 1 Day ", 86400.0),
+        ("250ms", 0.25),
+        (dt.timedelta(minutes=10), 600.0),
+        (12.5, 12.5),
+        (0.0, 0.0),
+    ],
+)
+def test_checkpoint_durations(every: Any, seconds: float) -> None:
+    with dask.config.set({"dask_hizt.checkpoint-step": 4}):
+        checkpoint = _parse_checkpoint(every)
+    assert checkpoint is not None
+    assert checkpoint.seconds == pytest.approx(seconds)
+    assert checkpoint.batch == 4
+
+
+@pytest.mark.parametrize(
+    "every", ["often", "", "-5s", "10 lightyears", "5 m s", "nan s", "1e999"]
+)
+def test_checkpoint_nonsense_is_refused(every: str) -> None:
+    with pytest.raises(
+        ValueError, match="neither a number of partitions nor a duration"
+    ):
+        _parse_checkpoint(every)
+
+
+@pytest.mark.parametrize("every", [-1.0, float("nan"), float("inf")])
+def test_checkpoint_bad_seconds_are_refused(every: float) -> None:
+    with pytest.raises(ValueError, match="finite and not negative"):
+        _parse_checkpoint(every)
+    with pytest.raises(ValueError, match="finite and not negative"):
+        _parse_checkpoint(dt.timedelta(seconds=-1))
+    with pytest.raises(TypeError, match="number of partitions or a duration"):
+        _parse_checkpoint([10])
 
 
 def test_failed_checkpointed_compute_keeps_its_batches(repo_path: Path) -> None:

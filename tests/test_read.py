@@ -111,10 +111,32 @@ def _noflow_columns() -> list[Any]:
     return [rng.random(N) * 1.2 - 0.1, rng.choice(["a", "b"], N)]
 
 
+def _unnamed_axes() -> tuple[Any, ...]:
+    # hist labels axes without name or label "Axis i" by position: a result
+    # keeps the labels of the whole histogram
+    return (
+        hist.axis.StrCategory(["a", "b", "c"]),
+        hist.axis.Regular(8, 0, 1),
+        hist.axis.Integer(0, 4, label="count"),
+        hist.axis.Regular(5, -1, 1, name="y"),
+    )
+
+
+def _unnamed_columns() -> list[Any]:
+    rng = np.random.default_rng(10)
+    return [
+        rng.choice(["a", "b", "c", "d"], N),
+        rng.uniform(-0.1, 1.1, N),
+        rng.integers(-1, 6, N),
+        rng.normal(0, 0.6, N),
+    ]
+
+
 SHAPES: dict[str, tuple[Callable[[], tuple[Any, ...]], Callable[[], list[Any]]]] = {
     "cat3d": (_cat3d_axes, _cat3d_columns),
     "mixed": (_mixed_axes, _mixed_columns),
     "noflow": (_noflow_axes, _noflow_columns),
+    "unnamed": (_unnamed_axes, _unnamed_columns),
 }
 
 
@@ -122,7 +144,7 @@ def _storages(shape: str) -> list[str]:
     """The storages each shape is stored in (every one for cat3d)."""
     if shape == "cat3d":
         return list(STORAGES)
-    if shape == "mixed":
+    if shape in ("mixed", "unnamed"):
         return ["double", "weight"]
     return ["double", "int64", "weight"]
 
@@ -255,6 +277,24 @@ INDEXES: dict[str, list[Any]] = {
         (0, hist.overflow),
         ({"s": ["b"]}),
     ],
+    "unnamed": [
+        ...,
+        (0, ...),
+        ("b", slice(None), sum, slice(None)),
+        (slice(None), 3, ...),
+        (sum, slice(None), slice(None), 2),
+        (..., sum),
+        (slice(None), slice(None, None, R(2)), L(1), sum),
+        (slice(1, 3), L(0.5), slice(None), slice(None, None, sum)),
+        ({0: "a"}),
+        ({1: sum, "y": 1}),
+        ({2: slice(1, 3), 3: R(5)}),
+        (["a", "c"], ...),
+        ("*", sum, ...),
+        (hist.overflow, hist.underflow, hist.overflow, slice(None)),
+        (0, 0, 0, 0),
+        (sum, sum, sum, sum),
+    ],
 }
 
 
@@ -370,6 +410,7 @@ PROJECTIONS = {
     "cat3d": [(0,), (1,), (2,), ("pt", "ds"), (2, 1), (0, 2), (), (0, 1, 2), (2, 0, 1)],
     "mixed": [(0,), (1,), (3,), ("r", "v"), (2, 0), (1, 3), (), (3, 2, 1, 0)],
     "noflow": [(0,), (1,), (1, 0), ()],
+    "unnamed": [(0,), (1,), (2, 1), (3, 0), ("y", 2), (1, 2, 3), ()],
 }
 
 
@@ -445,6 +486,74 @@ def test_to_dask_array_on_cluster(
     stored, eager = filled["mixed", "weight"]
     arr = stored.to_dask_array("variance")
     np.testing.assert_array_equal(client.compute(arr).result(), eager.variances())
+
+
+# ---------------------------------------------------------------- xarray --
+
+
+def _xarray_cases() -> dict[str, Callable[[Path], dh.Hist]]:
+    x = da.random.default_rng(4).normal(0, 1, size=N, chunks=N // 3)
+    w = da.random.default_rng(5).uniform(0, 2, size=N, chunks=N // 3)
+    rng = np.random.default_rng(6)
+
+    def cat(store: Path) -> dh.Hist:
+        # unnamed axes next to a named one called like a placeholder
+        h = dh.Hist(
+            hist.axis.StrCategory(["a", "b"]),
+            hist.axis.Regular(6, -3, 3, name="axis_0"),
+            hist.axis.Integer(0, 3),
+            storage=hist.storage.WeightedMean(),
+            store=store,
+            path="cat",
+        )
+        c = da.from_array(rng.choice(["a", "b", "c"], N), chunks=N // 3)
+        n = da.from_array(rng.integers(-1, 4, N), chunks=N // 3)
+        return h.fill(c, x, n, weight=w, sample=x)
+
+    return {
+        "bins-range": lambda store: dh.histogram(
+            x, bins=20, range=(-3, 3), store=store, path="a/h"
+        ),
+        "edges-weights": lambda store: dh.histogram(
+            x, bins=[-3.0, -1.0, 0.0, 0.5, 3.0], weights=w, store=store, path="e"
+        ),
+        "weight-storage": lambda store: dh.histogram(
+            x,
+            bins=7,
+            range=(-2, 2),
+            weights=w,
+            storage=hist.storage.Weight(),
+            store=store,
+            path="w",
+        ),
+        "int64": lambda store: dh.histogram(
+            x, bins=5, range=(0, 1), storage=hist.storage.Int64(), store=store, path="i"
+        ),
+        "multi-axis": cat,
+    }
+
+
+@pytest.mark.parametrize("case", list(_xarray_cases()))
+def test_xarray_opens_every_histogram(repo_path: Path, case: str) -> None:
+    import xarray as xr  # in the test dependency group
+
+    stored = _xarray_cases()[case](repo_path).compute(scheduler="sync")
+    session = stored.repository.readonly_session(snapshot_id=stored.snapshot_id)
+    ds = xr.open_zarr(
+        session.store, group=stored.path, consolidated=False, zarr_format=3
+    )
+    dims = stored.schema.dimension_names
+    assert len(set(dims)) == len(dims)
+    if case == "multi-axis":
+        assert dims == ("axis_0_", "axis_0", "axis_2")
+    else:
+        assert dims == ("axis_0",)  # dh.histogram's axis is unnamed
+    view = np.asarray(stored.to_hist().view(flow=True))
+    assert sorted(ds.data_vars) == sorted(stored.schema.spec.fields)
+    for field in stored.schema.spec.fields:
+        assert ds[field].dims == dims
+        want = view if view.dtype.names is None else view[field]
+        np.testing.assert_array_equal(ds[field].values, want)
 
 
 # ----------------------------------------------------------- chunk reads --

@@ -322,6 +322,111 @@ def _run_racers(cfgs: list[dict[str, Any]], go: Path) -> list[dict[str, str]]:
     return [json.loads(Path(c["out"]).read_text()) for c in cfgs]
 
 
+# Racing first use: each process fills its own data into one new store after
+# another, all of them at once (they wait for each other before each store).
+FIRST_USE = textwrap.dedent(
+    """
+    import json, os, sys, time
+    from pathlib import Path
+
+    cfg = json.loads(sys.argv[1])
+    import dask.array as da
+    import hist
+    import numpy as np
+    import dask_hizt as dh
+
+    met = Path(cfg["met"])
+    out = []
+    for k, store in enumerate(cfg["stores"]):
+        # as _uniform and _int_hist (this test module is slow to import)
+        x = np.random.default_rng(cfg["seed"] * 100 + k).uniform(0, 1, 1_000)
+        axis = hist.axis.Regular(20, 0, 1, name="x")
+        (met / f"{k}-{cfg['i']}").touch()
+        deadline = time.monotonic() + 120
+        while len(list(met.glob(f"{k}-*"))) < cfg["n"]:
+            if time.monotonic() > deadline:
+                sys.exit("the other processes never came")
+            time.sleep(0.001)
+        h = dh.Hist(axis, storage=hist.storage.Int64(), store=store, path="h")
+        h.fill(x=da.from_array(x, chunks=250))
+        out.append(h.compute(scheduler="sync").snapshot_id)
+    Path(cfg["out"]).write_text(json.dumps(out))
+    sys.stdout.flush()
+    os._exit(0)  # no interpreter teardown: see test_concurrency's SCRIPT
+    """
+)
+
+
+def test_processes_racing_to_create_a_store_all_land(
+    s3_env: str, tmp_path: Path
+) -> None:
+    """Four processes go at once for an empty prefix, three times over (and
+    for an empty local directory, twice): opening and creating the
+    repository retry on a racing creator's conflict, so every process opens
+    it and every fill lands. (Before, most trials had a process fail with
+    "repo info object was updated after this session started".)"""
+    n = 4
+    bucket = new_bucket(s3_env)
+    stores = [f"s3://{bucket}/race{k}" for k in range(3)]
+    stores += [str(tmp_path / f"race{k}.icechunk") for k in range(2)]
+    (tmp_path / "met").mkdir()
+    cfgs = [
+        {
+            "stores": stores,
+            "seed": i + 1,
+            "i": i,
+            "n": n,
+            "met": str(tmp_path / "met"),
+            "out": str(tmp_path / f"out{i}.json"),
+        }
+        for i in range(n)
+    ]
+    # the fixture's AWS_* variables; warnings as in _run_racers; faulthandler:
+    # should a process crash, its threads' stacks are in its stderr
+    warnings = "error,ignore:The 'generic' unit for NumPy timedelta is deprecated:DeprecationWarning"
+    env = {
+        **os.environ,
+        "ICECHUNK_LOG": "error",
+        "PYTHONWARNINGS": warnings,
+        "PYTHONFAULTHANDLER": "1",
+    }
+    procs = []
+    try:
+        for c in cfgs:
+            with Path(c["out"]).with_suffix(".err").open("wb") as err:
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-c", FIRST_USE, json.dumps(c)],
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=err,
+                    )
+                )
+        # the others would wait for a racer that failed: stop at the first failure
+        deadline = time.monotonic() + 120
+        while any(proc.poll() is None for proc in procs):
+            for proc, c in zip(procs, cfgs, strict=True):
+                if proc.poll():
+                    log = Path(c["out"]).with_suffix(".err").read_text()
+                    pytest.fail(f"racer {c['i']} failed:\n{log}")
+            assert time.monotonic() < deadline, "racers never finished"
+            time.sleep(0.05)
+        assert all(proc.returncode == 0 for proc in procs)
+    finally:
+        for proc in procs:  # only the processes this test started
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    reports = [json.loads(Path(c["out"]).read_text()) for c in cfgs]
+    for k, store in enumerate(stores):
+        stored = dh.open(store, "h")
+        expected = _eager(*(_uniform(c["seed"] * 100 + k, 1_000) for c in cfgs))
+        assert_hist_equal(stored, expected)
+        # one fill commit per process, each its own
+        fills = [c.snapshot_id for c in stored.history() if c.inputs]
+        assert sorted(fills) == sorted(r[k] for r in reports)
+
+
 def test_four_processes_compute_and_grow_at_once(s3_url: str, tmp_path: Path) -> None:
     """Four OS processes, each with its own data, compute at once into the same
     chunks of one histogram and add a different new category each to a

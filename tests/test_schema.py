@@ -9,11 +9,13 @@ from pathlib import Path
 
 import boost_histogram as bh
 import dask
+import dask.array as da
 import hist
 import icechunk
 import numpy as np
 import pytest
 import zarr
+from conftest import assert_hist_equal
 
 import dask_hizt as dh
 from dask_hizt._fill import Target
@@ -49,6 +51,112 @@ def test_axis_round_trips_through_json(axis: object) -> None:
     assert type(back) is type(axis)
     assert again.storage is hist.storage.Weight
     assert schema.shape == (axis.extent,)
+
+
+# Plain boost-histogram axes, each with the hist axis it comes back as.
+BH_AXES = [
+    (
+        bh.axis.StrCategory(["DY", "QCD"], metadata="dataset"),
+        hist.axis.StrCategory(["DY", "QCD"], metadata="dataset"),
+    ),
+    (
+        bh.axis.Regular(10, 0, 1, metadata="pt"),
+        hist.axis.Regular(10, 0, 1, metadata="pt"),
+    ),
+    (bh.axis.Regular(4, -1, 1), hist.axis.Regular(4, -1, 1)),
+    (bh.axis.Integer(0, 3, metadata=7), hist.axis.Integer(0, 3, metadata=7)),
+    (bh.axis.Variable([0, 0.5, 2]), hist.axis.Variable([0, 0.5, 2])),
+    (
+        bh.axis.IntCategory([3, 1], metadata=True),
+        hist.axis.IntCategory([3, 1], metadata=True),
+    ),
+    (bh.axis.Boolean(), hist.axis.Boolean()),
+    (
+        bh.axis.Regular(5, 1, 100, transform=bh.axis.transform.log),
+        hist.axis.Regular(5, 1, 100, transform=hist.axis.transform.log),
+    ),
+]
+
+
+@pytest.mark.parametrize(("axis", "twin"), BH_AXES, ids=[repr(a) for a, _ in BH_AXES])
+def test_boost_histogram_axis_round_trips_as_hist_axis(
+    axis: object, twin: object
+) -> None:
+    schema = Schema.from_axes([axis], None)
+    again = Schema.from_json(json.loads(json.dumps(schema.to_json())))
+    (back,) = again.hist_axes()
+    assert isinstance(back, hist.axis.AxesMixin)
+    assert back == twin
+    assert back.name == ""  # unnamed, as the boost-histogram axis was
+    assert back.metadata == axis.metadata  # type: ignore[attr-defined]
+    assert schema == Schema.from_axes([twin], None)
+
+
+def _bh_data(n: int = 3_000) -> list[np.ndarray]:
+    rng = np.random.default_rng(8)
+    return [
+        rng.choice(["DY", "QCD", "TT"], n),  # TT: the overflow bin
+        rng.uniform(-0.1, 1.1, n),
+        rng.uniform(-1.2, 1.2, n),
+        rng.integers(-1, 5, n),
+        rng.uniform(-0.5, 2.5, n),
+        rng.choice([1, 3, 5], n),
+        rng.integers(0, 2, n).astype(bool),
+        rng.uniform(0.5, 150, n),
+    ]
+
+
+def test_hist_of_boost_histogram_axes_fills_like_boost_histogram(
+    repo_path: Path,
+) -> None:
+    axes = [a for a, _ in BH_AXES]
+    data = _bh_data()
+    h = dh.Hist(*axes, storage=bh.storage.Int64(), store=repo_path, path="bh")
+    h.fill(*(da.from_array(d, chunks=1_000) for d in data))
+    stored = h.compute(scheduler="sync")
+    eager = bh.Histogram(*axes, storage=bh.storage.Int64())
+    eager.fill(*data)
+    got = stored.to_hist()
+    np.testing.assert_array_equal(got.view(flow=True), eager.view(flow=True))
+    # they come back as hist axes, unnamed, with their metadata
+    twins = hist.Hist(*(t for _, t in BH_AXES), storage=hist.storage.Int64())
+    twins.fill(*data)
+    assert_hist_equal(dh.open(repo_path, "bh"), twins)
+    assert [ax.metadata for ax in got.axes] == [ax.metadata for ax in axes]
+    # the same boost-histogram axes open it again for more fills
+    again = dh.Hist(*axes, storage=bh.storage.Int64(), store=repo_path, path="bh")
+    again.fill(*(da.from_array(d[::-1], chunks=1_000) for d in data))
+    eager.fill(*(d[::-1] for d in data))
+    np.testing.assert_array_equal(
+        again.compute(scheduler="sync").to_hist().view(flow=True),
+        eager.view(flow=True),
+    )
+
+
+def test_staging_takes_boost_histogram_axes(repo_path: Path) -> None:
+    axes = [a for a, _ in BH_AXES[:3]]
+    data = _bh_data()[:3]
+    staging = dh.Staging(repo_path, "chunk-0")
+    staging.hist(*axes, storage=bh.storage.Weight(), path="bh").fill(*data, weight=0.5)
+    stored = staging.commit(scheduler="sync")["bh"]
+    eager = bh.Histogram(*axes, storage=bh.storage.Weight())
+    eager.fill(*data, weight=0.5)
+    got = stored.to_hist().view(flow=True)
+    want = eager.view(flow=True)
+    np.testing.assert_array_equal(got["value"], want["value"])
+    np.testing.assert_array_equal(got["variance"], want["variance"])
+    assert [ax.metadata for ax in stored.axes] == ["dataset", "pt", None]
+
+
+def test_axis_metadata_that_uhi_cannot_hold_is_refused(repo_path: Path) -> None:
+    for metadata in ({"a": 1}, [1, 2], float("nan")):
+        with pytest.raises(
+            dh.UnsupportedAxisError, match=r"metadata=.* cannot be stored"
+        ):
+            dh.Hist(
+                bh.axis.Regular(3, 0, 1, metadata=metadata), store=repo_path, path="h"
+            )
+    assert not repo_path.exists()
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,8 @@ halfway keeps its committed batches; computing it again skips them
 
 from __future__ import annotations
 
+import math
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +29,52 @@ from ._writer import Owner
 from .schema import ATTR_KEY
 from .transaction import Creation, RepoRef, Written, commit_forks, writable
 
-__all__ = ["BatchCommit", "ChainState", "Gate", "pick_fork", "write_batch"]
+__all__ = [
+    "BatchCommit",
+    "ChainState",
+    "Gate",
+    "parse_duration",
+    "pick_fork",
+    "write_batch",
+]
+
+#: Seconds per unit of a duration, by every spelling ``parse_duration`` takes.
+_UNITS: dict[str, float] = {
+    **dict.fromkeys(("ns", "nanosecond", "nanoseconds"), 1e-9),
+    **dict.fromkeys(("us", "microsecond", "microseconds"), 1e-6),
+    **dict.fromkeys(("ms", "millisecond", "milliseconds"), 1e-3),
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1.0),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60.0),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600.0),
+    **dict.fromkeys(("d", "day", "days"), 86400.0),
+    **dict.fromkeys(("w", "week", "weeks"), 604800.0),
+}
+_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)(?:e([+-]?\d+))?\s*([a-z]*)\s*")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as ``"10 min"``, ``"10 minutes"``, ``"1h"``
+    or ``"30s"`` (a bare number is seconds).
+
+    dask's ``parse_timedelta`` refuses ``"min"``, the spelling the docs use,
+    hence a parser of our own.
+
+    Raises
+    ------
+    ValueError
+        If ``text`` is not a non-negative number followed by a known unit.
+    """
+    match = _DURATION.fullmatch(text.lower())
+    if match is None or match[3] not in ("", *_UNITS):
+        units = "s, min, h, d, w (or second, minute, hour, ...)"
+        msg = f"{text!r} is not a duration such as '10 min' or '30s' (units: {units})"
+        raise ValueError(msg)
+    number = float(match[1] + ("" if match[2] is None else f"e{match[2]}"))
+    seconds = number * _UNITS.get(match[3], 1.0)
+    if not math.isfinite(seconds):
+        msg = f"{text!r} is not a finite duration"
+        raise ValueError(msg)
+    return seconds
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ see :mod:`dask_hizt._identity`).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -179,12 +178,9 @@ def where_of(coll: Any, lowered: Any = None) -> list[str]:
 
 
 def _awkward_where(coll: Any) -> list[str] | None:
-    try:
-        module = importlib.import_module("dask_hizt._awkward_where")
-    except ImportError:
-        return None
-    result: list[str] | None = module.awkward_where(coll)
-    return result
+    from ._awkward_where import awkward_where  # noqa: PLC0415 - dask-awkward only
+
+    return awkward_where(coll)
 
 
 def _parquet_where(expr: Any) -> list[str] | None:

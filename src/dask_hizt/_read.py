@@ -125,6 +125,21 @@ def read_full(store: Any, schema: Schema, path: str) -> hist.Hist:  # type: igno
     return h
 
 
+def _labelled_axes(schema: Schema) -> tuple[Any, ...]:
+    """The axes as they are in ``schema.empty_hist()``, without its storage.
+
+    ``hist.Hist`` labels each axis without a name or label ``"Axis i"`` by
+    its position. A result built from some of the axes must keep the labels
+    of the whole histogram, as ``to_hist()[index]`` and ``to_hist().project()``
+    do, not get new ones from its own positions.
+    """
+    axes = schema.hist_axes()
+    for i, ax in enumerate(axes):
+        if not ax.label:  # .label falls back to the name
+            ax.label = f"Axis {i}"
+    return axes
+
+
 # ----------------------------------------------------------------- indexing --
 
 
@@ -245,7 +260,7 @@ def getitem(store: Any, schema: Schema, path: str, index: Any) -> Any:
         What ``hist.Hist.__getitem__`` returns for the same index: a
         histogram, or a bin content when every axis is picked or summed.
     """
-    axes = schema.hist_axes()
+    axes = _labelled_axes(schema)
     parts = _expand(index, schema)
     if any(isinstance(p, np.ndarray) for p in parts):
         # vectorized (gather) indexing couples the axes: read all, stay exact
@@ -404,7 +419,7 @@ def project(
         The projection; memory is the output plus one group of chunks (times
         a small constant).
     """
-    hist_axes = schema.hist_axes()
+    hist_axes = _labelled_axes(schema)
     rank = len(hist_axes)
     keep = _axis_numbers(schema, axes)
     drop = [i for i in range(rank) if i not in keep]

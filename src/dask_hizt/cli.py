@@ -398,13 +398,25 @@ def diff(args: argparse.Namespace) -> int:
     ref = _ref(args)
     repo = ref.repo
     old, new = _snapshot_of(repo, args.old), _snapshot_of(repo, args.new)
-    try:
-        changes = repo.diff(from_snapshot_id=old, to_snapshot_id=new)
-    except icechunk.IcechunkError as err:
+    if old == new:  # icechunk's diff refuses a snapshot with itself
+        print(f"{old} -> {new}")
+        print("no histogram changed (the same snapshot)")
+        return 0
+    if _descends(repo, new, old):
+        first, last, back = old, new, ""
+    elif _descends(repo, old, new):
+        # icechunk diffs forward only: diff NEW -> OLD and show it backwards
+        first, last, back = new, old, " (back in history: NEW is an ancestor of OLD)"
+    else:
         msg = (
-            f"cannot diff {args.old!r} and {args.new!r} ({_one_line(err)}); "
-            "the first must be an ancestor of the second"
+            f"cannot diff {args.old!r} and {args.new!r}: neither is an ancestor "
+            "of the other (branches that diverged)"
         )
+        raise CommandError(msg)
+    try:
+        changes = repo.diff(from_snapshot_id=first, to_snapshot_id=last)
+    except icechunk.IcechunkError as err:
+        msg = f"cannot diff {args.old!r} and {args.new!r} ({_one_line(err)})"
         raise CommandError(msg) from None
     changed: dict[str, set[str]] = {}
     for array, chunks in changes.updated_chunks.items():
@@ -413,27 +425,33 @@ def diff(args: argparse.Namespace) -> int:
         changed.setdefault(group, set()).add(
             f"{field}: {n} chunk{'s' if n != 1 else ''}"
         )
-    for array in changes.new_arrays:
+    for array in (*changes.new_arrays, *changes.deleted_arrays):
         group, _, _ = array.strip("/").rpartition("/")
         changed.setdefault(group, set())
-    print(f"{old} -> {new}")
-    histograms = {
-        path for path, _, _ in _histograms(repo.readonly_session(snapshot_id=new).store)
-    }
-    paths = sorted(p for p in changed if p in histograms)
+    print(f"{old} -> {new}{back}")
+    at_old, at_new = (
+        {path for path, _, _ in _histograms(repo.readonly_session(snapshot_id=s).store)}
+        for s in (old, new)
+    )
+    paths = sorted(p for p in changed if p in at_old | at_new)
     if not paths:
         print("no histogram changed")
     for path in paths:
-        after = _sum(StoredHist(ref, path, new))
-        try:
-            before = _sum(StoredHist(ref, path, old))
-        except KeyError:  # NotAHistogramError: created in between
-            before = None
+        before = _sum(StoredHist(ref, path, old)) if path in at_old else None
+        after = _sum(StoredHist(ref, path, new)) if path in at_new else None
         was = "new" if before is None else f"{before:.10g}"
-        delta = after - (before or 0.0)
-        chunks = "; ".join(sorted(changed[path])) or "created, no chunks"
-        print(f"{path}  sum {was} -> {after:.10g} ({delta:+.10g})  [{chunks}]")
+        now = "deleted" if after is None else f"{after:.10g}"
+        delta = (after or 0.0) - (before or 0.0)
+        chunks = "; ".join(sorted(changed[path])) or (
+            "deleted" if after is None else "created, no chunks"
+        )
+        print(f"{path}  sum {was} -> {now} ({delta:+.10g})  [{chunks}]")
     return 0
+
+
+def _descends(repo: Any, child: str, ancestor: str) -> bool:
+    """Whether snapshot ``ancestor`` is in the history of ``child``."""
+    return any(s.id == ancestor for s in repo.ancestry(snapshot_id=child))
 
 
 def _sum(stored: Any) -> float:
@@ -771,8 +789,9 @@ def _parser() -> argparse.ArgumentParser:
         "diff",
         help="histograms changed between two snapshots, with their sums",
         description="List the histograms whose chunks changed from OLD to NEW "
-        "(each a snapshot id, tag or branch; OLD must be an ancestor of NEW), "
-        "with the total sum (flow bins included) at both and the chunks changed.",
+        "(each a snapshot id, tag or branch; one must be an ancestor of the "
+        "other, in either order, or both the same snapshot), with the total sum "
+        "(flow bins included) at both and the chunks changed.",
     )
     _add_repo(p)
     p.add_argument("old", metavar="OLD", help="snapshot id, tag or branch")

@@ -12,6 +12,7 @@ runs.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 import uuid
 from collections.abc import Hashable, Mapping, Sequence
@@ -21,20 +22,18 @@ from typing import Any, Self
 import boost_histogram as bh
 import dask
 import hist
-import numpy as np
 from dask.base import DaskMethodsMixin, tokenize
 from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph
-from dask.utils import parse_timedelta
 
 from . import _progress
+from ._checkpoint import parse_duration
 from ._graph import Checkpoint, awkward_optimize, optimize
 from ._inputs import is_awkward
 from ._plan import Plan, pending, plan
 from ._request import Fill, Request, bind, queue
 from ._stage import StagedFile
-from .errors import FillError
-from .schema import Schema
+from .schema import Schema, axis_from_bins
 from .stored import StoredHist
 from .transaction import RepoRef, check_path, existing_schema
 
@@ -374,19 +373,17 @@ def _parse_checkpoint(value: Any) -> Checkpoint | None:
         seconds = value.total_seconds()
     elif isinstance(value, str):
         try:
-            seconds = float(parse_timedelta(value))
-        except (ValueError, KeyError) as err:
-            msg = (
-                f"checkpoint {value!r} is neither a number of partitions nor a duration"
-            )
+            seconds = parse_duration(value)
+        except ValueError as err:
+            msg = f"checkpoint {value!r} is neither a number of partitions nor a duration: {err}"
             raise ValueError(msg) from err
     elif isinstance(value, float):
         seconds = value
     else:
         msg = f"checkpoint must be a number of partitions or a duration, got {value!r}"
         raise TypeError(msg)
-    if not seconds >= 0:
-        msg = f"checkpoint duration must not be negative, got {value!r}"
+    if not seconds >= 0 or not math.isfinite(seconds):
+        msg = f"checkpoint duration must be finite and not negative, got {value!r}"
         raise ValueError(msg)
     step = int(dask.config.get("dask_hizt.checkpoint-step"))
     return Checkpoint(max(1, step), seconds, start)
@@ -525,9 +522,11 @@ def histogram(
     x
         The data: a 1-D dask array, a dask.dataframe Series or a NumPy array.
     bins
-        Number of equal bins in ``range``, or the bin edges.
+        Number of equal bins in ``range`` (a positive integer), or the bin
+        edges (at least 2, finite, strictly increasing).
     range
-        Lower and upper edge; required with an integer ``bins``.
+        Lower and upper edge (finite, lower < upper); required with an
+        integer ``bins``.
     weights
         Per-entry weights, partitioned like ``x``.
     storage, store, path, branch, storage_options
@@ -537,17 +536,15 @@ def histogram(
     -------
     Hist
         The lazy histogram with the fill queued; compute it to store it.
+
+    Raises
+    ------
+    FillError
+        For bad ``bins`` or ``range``, naming the problem, before the
+        repository is opened or created.
     """
-    axis: Any
-    if isinstance(bins, int | np.integer):
-        if range is None:
-            msg = "range=(lower, upper) is required when bins is a number"
-            raise FillError(msg)
-        axis = hist.axis.Regular(int(bins), float(range[0]), float(range[1]), name="")
-    else:
-        axis = hist.axis.Variable(list(bins), name="")
     h = Hist(
-        axis,
+        axis_from_bins(bins, range),  # checked before the repository is touched
         storage=storage,
         store=store,
         path=path,

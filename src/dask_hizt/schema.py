@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,9 +19,21 @@ import boost_histogram as bh
 import hist
 import numpy as np
 
-from .errors import SchemaMismatchError, UnsupportedAxisError, UnsupportedStorageError
+from .errors import (
+    FillError,
+    SchemaMismatchError,
+    UnsupportedAxisError,
+    UnsupportedStorageError,
+)
 
-__all__ = ["ATTR_KEY", "FORMAT_VERSION", "STORAGES", "Schema", "StorageSpec"]
+__all__ = [
+    "ATTR_KEY",
+    "FORMAT_VERSION",
+    "STORAGES",
+    "Schema",
+    "StorageSpec",
+    "axis_from_bins",
+]
 
 #: Version of the on-disk format written by this library (see docs/format.md).
 FORMAT_VERSION = 1
@@ -70,13 +83,27 @@ _STORAGE_BY_UHI = {spec.uhi_type: cls for cls, spec in STORAGES.items()}
 
 
 def _metadata(axis: Any) -> dict[str, Any]:
-    # hist keeps name and label in the axis' __dict__; ``.label`` falls back to
-    # the name, which must not be stored as an explicit label.
+    # hist keeps name and label in the axis' __dict__ (``.label`` falls back to
+    # the name, which must not be stored as an explicit label); plain
+    # boost-histogram axes have neither, only their free-form ``metadata``.
     raw = getattr(axis, "__dict__", {})
-    return {
+    out: dict[str, Any] = {
         "name": str(raw.get("name", "") or ""),
         "label": str(raw.get("label", "") or ""),
     }
+    extra = raw.get("metadata")
+    if extra is None:
+        return out
+    if not isinstance(extra, str | bool | int | float) or (
+        isinstance(extra, float) and not math.isfinite(extra)
+    ):
+        msg = (
+            f"axis {out['name'] or '<unnamed>'!r}: metadata={extra!r} cannot be "
+            "stored; UHI axis metadata is a string, a finite number or a boolean"
+        )
+        raise UnsupportedAxisError(msg)
+    out["metadata"] = extra
+    return out
 
 
 def _transform(axis: Any, name: str) -> dict[str, Any]:
@@ -103,7 +130,8 @@ def axis_to_dict(axis: Any) -> dict[str, Any]:
         If the axis has no faithful on-disk form in this version.
     """
     traits = axis.traits
-    name = axis.name or "<unnamed>"
+    meta = _metadata(axis)
+    name = meta["name"] or "<unnamed>"  # boost-histogram axes have no .name
     if traits.growth and not isinstance(
         axis, bh.axis.IntCategory | bh.axis.StrCategory
     ):
@@ -170,7 +198,7 @@ def axis_to_dict(axis: Any) -> dict[str, Any]:
         raise UnsupportedAxisError(msg)
     if traits.growth:
         out["writer_info"] = {"dask_hizt": {"growth": True}}
-    out["metadata"] = _metadata(axis)
+    out["metadata"] = meta
     return out
 
 
@@ -179,6 +207,8 @@ def axis_from_dict(data: Mapping[str, Any]) -> Any:
     meta = dict(data.get("metadata", {}))
     name = meta.pop("name", "") or ""
     label = meta.pop("label", "") or ""
+    # the axis' free-form metadata (boost-histogram's metadata=), if any
+    extra = {"metadata": meta["metadata"]} if "metadata" in meta else {}
     kind = data["type"]
     info = data.get("writer_info", {}).get("dask_hizt", {})
     axis: Any
@@ -196,6 +226,7 @@ def axis_from_dict(data: Mapping[str, Any]) -> Any:
             transform=transform,
             name=name,
             label=label,
+            **extra,
         )  # boost refuses flow options next to a transform: they are the defaults
     elif kind == "regular" and info.get("kind") == "integer":
         axis = hist.axis.Integer(
@@ -206,6 +237,7 @@ def axis_from_dict(data: Mapping[str, Any]) -> Any:
             circular=data["circular"],
             name=name,
             label=label,
+            **extra,
         )
     elif kind == "regular":
         axis = hist.axis.Regular(
@@ -217,6 +249,7 @@ def axis_from_dict(data: Mapping[str, Any]) -> Any:
             circular=data["circular"],
             name=name,
             label=label,
+            **extra,
         )
     elif kind == "variable":
         axis = hist.axis.Variable(
@@ -226,20 +259,107 @@ def axis_from_dict(data: Mapping[str, Any]) -> Any:
             circular=data["circular"],
             name=name,
             label=label,
+            **extra,
         )
     elif kind == "boolean":
-        axis = hist.axis.Boolean(name=name, label=label)
+        axis = hist.axis.Boolean(name=name, label=label, **extra)
     elif kind in ("category_int", "category_str"):
         cls = hist.axis.IntCategory if kind == "category_int" else hist.axis.StrCategory
         growth = bool(info.get("growth", False))
         flow = (
             {} if growth else {"overflow": data["flow"]}
         )  # growth implies no flow bin
-        axis = cls(data["categories"], growth=growth, name=name, label=label, **flow)
+        axis = cls(
+            data["categories"],
+            growth=growth,
+            name=name,
+            label=label,
+            **flow,
+            **extra,
+        )
     else:
         msg = f"unknown axis type {kind!r} in stored schema"
         raise SchemaMismatchError(msg)
     return axis
+
+
+def axis_from_bins(bins: Any, span: Any) -> Any:
+    """The unnamed axis of numpy-style ``bins`` and ``range``, checked.
+
+    Parameters
+    ----------
+    bins
+        A positive number of equal bins over ``span``, or the bin edges (at
+        least 2, finite, strictly increasing).
+    span
+        ``(lower, upper)``: finite, ``lower < upper``; required with a number
+        of bins, ignored with edges (as by ``numpy.histogram``).
+
+    Raises
+    ------
+    FillError
+        Naming what is wrong, before any repository is touched (boost's own
+        errors name none, and it takes a reversed range).
+    """
+    not_bins = (
+        "bins must be an integer number of bins or a sequence of bin edges, "
+        f"got {bins!r}"
+    )
+    if isinstance(bins, bool | str | bytes):
+        raise FillError(not_bins)
+    if isinstance(bins, numbers.Integral):
+        if bins < 1:
+            msg = f"bins must be a positive number of bins, got {bins!r}"
+            raise FillError(msg)
+        lower, upper = _range(span)
+        return hist.axis.Regular(int(bins), lower, upper, name="")
+    if isinstance(bins, numbers.Number) or np.ndim(bins) == 0:
+        raise FillError(not_bins)
+    try:
+        edges = np.asarray(bins, dtype=np.float64)
+    except (TypeError, ValueError):
+        msg = f"bin edges must be numbers, got {bins!r}"
+        raise FillError(msg) from None
+    if edges.ndim != 1 or edges.size < 2:
+        msg = f"bins needs at least 2 edges in a flat sequence, got {bins!r}"
+        raise FillError(msg)
+    bad = np.flatnonzero(~np.isfinite(edges))
+    if bad.size:
+        msg = f"bin edges must be finite; edge {bad[0]} is {edges[bad[0]]}"
+        raise FillError(msg)
+    bad = np.flatnonzero(~(np.diff(edges) > 0))
+    if bad.size:
+        i = int(bad[0])
+        msg = (
+            f"bin edges must be strictly increasing; edge {i + 1} "
+            f"({edges[i + 1]:g}) does not exceed edge {i} ({edges[i]:g})"
+        )
+        raise FillError(msg)
+    return hist.axis.Variable(edges.tolist(), name="")
+
+
+def _range(span: Any) -> tuple[float, float]:
+    """``range=(lower, upper)`` of a number of bins, checked."""
+    if span is None:
+        msg = "range=(lower, upper) is required when bins is a number"
+        raise FillError(msg)
+    try:
+        lower, upper = (float(v) for v in span)
+    except (TypeError, ValueError):
+        msg = f"range must be (lower, upper), two numbers, got {span!r}"
+        raise FillError(msg) from None
+    if not (math.isfinite(lower) and math.isfinite(upper)):
+        msg = f"range must be finite, got {span!r}"
+        raise FillError(msg)
+    if lower > upper:
+        msg = (
+            f"range is reversed: lower {lower:g} > upper {upper:g}; give (lower, upper)"
+        )
+        raise FillError(msg)
+    if lower == upper:
+        msg = f"range is empty: lower and upper are both {lower:g}"
+        raise FillError(msg)
+    return lower, upper
 
 
 def _storage_class(
@@ -312,6 +432,22 @@ class Schema:
     def names(self) -> tuple[str, ...]:
         """Axis names (empty string for unnamed axes)."""
         return tuple(str(a["metadata"]["name"]) for a in self.axes)
+
+    @property
+    def dimension_names(self) -> tuple[str, ...]:
+        """The zarr ``dimension_names`` of the field arrays: each axis' name,
+        or ``axis_<i>`` for an unnamed axis ``i`` (with ``_`` appended until
+        it differs from every other dimension name). xarray needs a name for
+        every dimension."""
+        taken = {n for n in self.names if n}
+        out = []
+        for i, name in enumerate(self.names):
+            dim = name or f"axis_{i}"
+            while not name and dim in taken:
+                dim += "_"
+            taken.add(dim)
+            out.append(dim)
+        return tuple(out)
 
     def hist_axes(self) -> tuple[Any, ...]:
         """Fresh ``hist`` axis objects."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,10 +40,12 @@ from .errors import StoreError
 
 __all__ = [
     "OPTIONS",
+    "QUIET_LOGS",
     "StoreURL",
     "is_url",
     "open_repository",
     "parse_url",
+    "quiet_icechunk_logs",
     "redact",
     "repository_config",
     "s3_storage",
@@ -80,6 +83,37 @@ _KNOWN_SCHEMES = {
     "file": "file URLs",
     "memory": "in-memory storage",
 }
+
+
+#: icechunk's log filter once dask_hizt opens a repository: icechunk's default
+#: (``warn``), less two warnings that do not apply to dask_hizt's use. Filters
+#: go by target (crate or module), not by message:
+#:
+#: - ``icechunk_arrow_object_store`` (the local-filesystem storage) warns "The
+#:   LocalFileSystem storage is not safe for concurrent commits": dask_hizt
+#:   serialises the commits to a local repository with a file lock;
+#: - ``icechunk_storage::readback`` warns "conditional PUT is enabled but
+#:   `unsafe_use_metadata` is disabled": the spurious conflict it may cause is
+#:   retried as any conflict is.
+QUIET_LOGS = "warn,icechunk_arrow_object_store=error,icechunk_storage::readback=error"
+_logs_quieted = False
+
+
+def quiet_icechunk_logs() -> None:
+    """Set icechunk's log filter to :data:`QUIET_LOGS`, once per process.
+
+    Called whenever dask_hizt opens a repository (not on import). A filter
+    the user chose through the ``ICECHUNK_LOG`` environment variable (or
+    ``ICECHUNK_NO_LOGS``) is left alone, and so is any filter set with
+    ``icechunk.set_logs_filter`` after the first repository was opened.
+    """
+    global _logs_quieted  # noqa: PLW0603 - one switch per process
+    if _logs_quieted:
+        return
+    _logs_quieted = True
+    if os.environ.get("ICECHUNK_LOG") or "ICECHUNK_NO_LOGS" in os.environ:
+        return
+    icechunk.set_logs_filter(QUIET_LOGS)
 
 
 @dataclass(frozen=True)
@@ -369,6 +403,7 @@ def open_repository(
         other objects, or the store cannot be reached or read. The message
         names the URL, never a secret.
     """
+    quiet_icechunk_logs()
     storage = s3_storage(url, storage_options)
     config = repository_config()
     try:
@@ -397,24 +432,51 @@ class _NotClean(Exception):
 def _open_or_create(
     storage: icechunk.Storage, config: icechunk.RepositoryConfig, create: bool
 ) -> icechunk.Repository:
-    try:
-        return icechunk.Repository.open(storage, config=config)
-    except icechunk.RepositoryNotFoundError:
-        if not create:
-            raise
-    # Racing creators: the first one's objects make the prefix unclean for
-    # the others, which then open its repository once it is complete.
-    for attempt in range(10):
-        try:
-            return icechunk.Repository.create(storage, config=config)
-        except icechunk.IcechunkError as err:
-            if getattr(err, "kind", None) != "parent-directory-not-clean":
-                raise
+    """Open the repository, or create it; racing creators all end up with
+    the one repository that was created first.
+
+    A creator that lost the race finds either the prefix unclean (the
+    winner's objects are there, its repository may not be complete yet) or
+    its conditional write of the repository info refused (a conflict: the
+    winner's landed first); it then opens the winner's repository. Conflicts
+    are retried up to ``dask_hizt.commit-retries`` times, as commits are;
+    an unclean prefix that never becomes a repository, 10 times.
+    """
+    tries = max(1, int(dask.config.get("dask_hizt.commit-retries")))
+    unclean = 0
+    for attempt in range(tries):
         try:
             return icechunk.Repository.open(storage, config=config)
         except icechunk.RepositoryNotFoundError:
-            time.sleep(0.05 * (attempt + 1))
-    raise _NotClean
+            if not create:
+                raise
+        except icechunk.ConflictError:
+            # the repository info changed while it was read: a creator raced
+            _pause(attempt)
+            continue
+        try:
+            return icechunk.Repository.create(storage, config=config)
+        except icechunk.ConflictError:
+            pass  # another creator's repository info landed first: open it
+        except icechunk.IcechunkError as err:
+            if getattr(err, "kind", None) != "parent-directory-not-clean":
+                raise
+            unclean += 1
+            if unclean >= 10:
+                raise _NotClean from None
+            time.sleep(0.05 * unclean)
+    # out of tries: a last open, which says what stands in the way
+    try:
+        return icechunk.Repository.open(storage, config=config)
+    except icechunk.RepositoryNotFoundError:
+        if unclean:
+            raise _NotClean from None
+        raise
+
+
+def _pause(attempt: int) -> None:
+    """A short, growing, jittered wait between two tries of a racing open."""
+    time.sleep(min(0.5, 0.02 * (attempt + 1)) * (0.5 + random.random()))
 
 
 def _first_line(err: BaseException) -> str:

@@ -47,7 +47,7 @@ from .errors import (
 )
 from .layout import Layout
 from .schema import ATTR_KEY, FORMAT_VERSION, Schema, growing
-from .storage import cache_key, is_url, open_repository, parse_url
+from .storage import cache_key, is_url, open_repository, parse_url, quiet_icechunk_logs
 
 __all__ = [
     "Creation",
@@ -125,6 +125,7 @@ class RepoRef:
             if not create and not path.exists():
                 msg = f"no repository at {text!r}"
                 raise StoreError(msg)
+            quiet_icechunk_logs()  # before the storage exists: it warns when made
             storage = icechunk.local_filesystem_storage(str(path))
             try:
                 repo = _open_local(storage, create)
@@ -162,14 +163,14 @@ _OPENED_URLS: dict[tuple[str, ...], RepoRef] = {}
 def _open_local(storage: icechunk.Storage, create: bool) -> icechunk.Repository:
     if not create:
         return icechunk.Repository.open(storage)
-    # open_or_create is not atomic: a racing creator may have won, or may be
-    # halfway (the prefix is no longer clean, the repository not there yet).
-    for _ in range(50):
+    # open_or_create is not atomic: a racing creator may have won (its
+    # repository info landed first: a conflict), or may be halfway (the
+    # prefix is no longer clean, the repository not there yet). Any of its
+    # errors is tried again, 50 times at most: the last one is raised.
+    for _ in range(49):
         try:
             return icechunk.Repository.open_or_create(storage)
         except icechunk.IcechunkError:
-            if icechunk.Repository.exists(storage):
-                return icechunk.Repository.open(storage)
             time.sleep(0.1)
     return icechunk.Repository.open_or_create(storage)
 
@@ -436,7 +437,7 @@ def _create_arrays(store: Any, new: Mapping[str, tuple[Schema, Layout]]) -> None
                     chunks=layout.chunks,
                     dtype=schema.dtype,
                     fill_value=0,
-                    dimension_names=names if all(names) else None,
+                    dimension_names=schema.dimension_names,
                     # A checksum turns a flipped byte into an error instead
                     # of wrong counts, for about 5% of the codec's time;
                     # level 1 is as small as zarr's default and faster.
