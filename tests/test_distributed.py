@@ -540,3 +540,29 @@ def test_worker_killed_after_commit_is_exactly_once(
         hist.Hist(axis, storage=hist.storage.Int64()).fill(pt=df.pt),
     )
     assert_landed(h.repository, before, stored, created="h")
+
+
+def test_settings_are_taken_where_the_graph_is_built(
+    client: Any, repo_path: Path
+) -> None:
+    """dask.config set on the client reaches the tasks on the workers (each
+    a process of its own, with the default settings)."""
+    del client
+    x = da.random.default_rng(8).uniform(0, 1, size=4_000, chunks=1_000)
+    axis = hist.axis.Regular(10, 0, 1, name="x")
+    with dask.config.set({"dask_hizt.commit-retries": 0}):
+        h = dh.Hist(axis, store=repo_path, path="x").fill(x)
+        with pytest.raises(dh.CommitError, match="after 0 conflicting attempts"):
+            h.compute()
+    with pytest.raises(dh.NotAHistogramError):
+        dh.open(repo_path, "x")
+    with dask.config.set(
+        {"dask_hizt.dense-fraction": 0.0, "dask_hizt.write-concurrency": 1}
+    ):
+        h = dh.Hist(axis, store=repo_path, path="x").fill(x)
+        graph = dict(h.__dask_graph__())
+        stored = h.compute()
+    owners = [v[0].fn for k, v in graph.items() if str(k[0]).startswith("hizt-write")]
+    assert owners
+    assert all(o.concurrency == 1 and o.dense == 0.0 for o in owners)
+    assert_hist_equal(stored, hist.Hist(axis).fill(x.compute()))

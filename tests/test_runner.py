@@ -89,3 +89,17 @@ def test_staging_needs_an_item(repo_path: Path) -> None:
         dh.Staging(repo_path, {"dataset": "x"})
     with pytest.raises(dh.FillError, match="can only be added to"):
         dh.Staging(repo_path).hist(*AXES, path="h")
+
+
+def test_staging_fill_binds_arguments_like_hist(repo_path: Path) -> None:
+    h = dh.Staging(repo_path, "file.root#Events[0:10]").hist(
+        *AXES, storage=hist.storage.Weight(), path="h"
+    )
+    with pytest.raises(dh.FillError, match="twice"):
+        h.fill("a", x=np.array([0.5]), d="b")
+    with pytest.raises(dh.FillError, match="unknown axis name"):
+        h.fill(d="a", y=np.array([0.5]))
+    with pytest.raises(dh.FillError, match="missing values"):
+        h.fill(d="a")
+    with pytest.raises(dh.FillError, match="sample="):
+        h.fill(d="a", x=np.array([0.5]), sample=np.array([1.0]))
