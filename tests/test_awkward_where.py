@@ -9,12 +9,13 @@ coffea (stack B, see the README); skipped on stack A.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -184,58 +185,41 @@ def test_the_format_of_each_kind(
     parquet_dir: Path,
 ) -> None:
     colls, available = built
-    steps = {
+    expected = {
         name: [
-            (str(available[name].files[str(p)].uuid), s)
-            for s in available[name].files[str(p)].steps
+            f'root:file="{p.name}",tree="Events",entries={start}-{stop}'
+            for start, stop in available[name].files[str(p)].steps
         ]
         for name, p in nanoaod_files.items()
     }
-    expected = {
-        name: [
-            f'root:uuid={u},tree="Events;1",entries={start}-{stop}'
-            for u, (start, stop) in s
-        ]
-        for name, s in steps.items()
-    }
     everything = [s for name in nanoaod_files for s in expected[name]]
-    # the uuid coffea's preprocess found is the one read from the files
     assert awkward_where(colls["uproot open_files=True"]) == everything
     assert awkward_where(colls["uproot open_files=False"]) == everything
     assert awkward_where(colls["coffea from_root"]) == everything
     for name in nanoaod_files:
         assert awkward_where(colls[f"apply_to_fileset {name}"]) == expected[name]
 
-    u = {name: s[0][0] for name, s in steps.items()}
+    f = {name: p.name for name, p in nanoaod_files.items()}
     assert awkward_where(colls["uproot step_size"]) == [
-        f'root:uuid={u["DYJets"]},tree="Events;1",entries=0-7000',
-        f'root:uuid={u["DYJets"]},tree="Events;1",entries=7000-14000',
-        f'root:uuid={u["DYJets"]},tree="Events;1",entries=14000-21000',
-        f'root:uuid={u["DYJets"]},tree="Events;1",entries=21000-28000',
-        f'root:uuid={u["DYJets"]},tree="Events;1",entries=28000-30000',
-        f'root:uuid={u["TTbar"]},tree="Events;1",entries=0-7000',
-        f'root:uuid={u["TTbar"]},tree="Events;1",entries=7000-14000',
-        f'root:uuid={u["TTbar"]},tree="Events;1",entries=14000-21000',
-        f'root:uuid={u["TTbar"]},tree="Events;1",entries=21000-24000',
+        f'root:file="{f[name]}",tree="Events",entries={a}-{b}'
+        for name, stops in [
+            ("DYJets", [0, 7000, 14000, 21000, 28000, 30000]),
+            ("TTbar", [0, 7000, 14000, 21000, 24000]),
+        ]
+        for a, b in itertools.pairwise(stops)
     ]
     assert awkward_where(colls["uproot steps_per_file"]) == [
-        f'root:uuid={u[name]},tree="Events;1",step={i}/2'
+        f'root:file="{f[name]}",tree="Events",step={i}/2'
         for name in nanoaod_files
         for i in range(2)
     ]
-
-    def pq(i: int, row_groups: str) -> str:
-        path = (parquet_dir / f"part{i}.parquet").resolve()
-        st = path.stat()
-        return (
-            f'parquet:file="{path}",size={st.st_size},'
-            f"mtime_ns={st.st_mtime_ns},row_groups={row_groups}"
-        )
-
-    assert awkward_where(colls["parquet files"]) == [pq(i, "all") for i in range(3)]
-    assert awkward_where(colls["parquet row groups"]) == [
-        pq(0, f"[{i}]") for i in range(3)
+    assert awkward_where(colls["parquet files"]) == [
+        f'parquet:file="part{i}.parquet",row_groups=all' for i in range(3)
     ]
+    assert awkward_where(colls["parquet row groups"]) == [
+        f'parquet:file="part0.parquet",row_groups=[{i}]' for i in range(3)
+    ]
+    del parquet_dir
 
 
 def test_derived_collections_keep_their_partitions_strings(
@@ -382,12 +366,15 @@ def test_unrecognised_inputs_give_none(
     assert_refused_not_failed(caplog)
 
 
-def test_rewritten_files_and_other_entries_change_the_strings(tmp_path: Path) -> None:
+def test_what_reads_the_same_data_again_keeps_its_strings(tmp_path: Path) -> None:
+    """The strings only tell apart partitions of equal content (the content
+    digest is the rest of an identity): a file written again, copied or read
+    from another directory keeps them; other entries change them."""
     root = write_nanoaod(tmp_path / "a.root", 3_000, 7, basket_size=1_000)
     pq_dir = write_parquet(tmp_path / "pq", n_files=1)
     pq = pq_dir / "part0.parquet"
 
-    def reads() -> list[list[str] | None]:
+    def reads(root: Path, pq: Path) -> list[list[str] | None]:
         return [
             awkward_where(uproot.dask({str(root): "Events"}, step_size=1_000)),
             awkward_where(uproot.dask({str(root): "Events"}, open_files=False)),
@@ -395,24 +382,21 @@ def test_rewritten_files_and_other_entries_change_the_strings(tmp_path: Path) ->
             awkward_where(dak.from_parquet(str(pq), split_row_groups=True)),
         ]
 
-    before = reads()
+    before = reads(root, pq)
     assert all(ids is not None for ids in before)
-    assert reads() == before  # nothing changed, nothing cached
-    # other entries of the same file
     other = awkward_where(uproot.dask({str(root): "Events"}, step_size=1_500))
     assert other is not None
     assert set(other).isdisjoint(before[0] or [])
-    # the same content written again: another file (a new ROOT UUID, a new mtime)
-    time.sleep(0.05)
+    # written again (a new ROOT UUID, a new mtime), and copied elsewhere
     write_nanoaod(root, 3_000, 7, basket_size=1_000)
     write_parquet(pq_dir, n_files=1)
-    after = reads()
-    for old, new in zip(before, after, strict=True):
-        assert old is not None
-        assert new is not None
-        assert len(old) == len(new)
-        assert set(old).isdisjoint(new)
-    # and a job run again after the rewrite sees the new files
+    assert reads(root, pq) == before
+    copies = tmp_path / "copy"
+    (copies / "pq").mkdir(parents=True)
+    shutil.copy(root, copies / "a.root")
+    shutil.copy(pq, copies / "pq" / "part0.parquet")
+    assert reads(copies / "a.root", copies / "pq" / "part0.parquet") == before
+    # and a fresh process says the same
     code = f"""
 import json, dask_awkward as dak, uproot
 from dask_hizt._awkward_where import awkward_where
@@ -424,107 +408,39 @@ print(json.dumps([
     awkward_where(dak.from_parquet(pq, split_row_groups=True)),
 ]))
 """
-    assert where_in_fresh_process(code) == after
+    assert where_in_fresh_process(code) == before
 
 
-def test_a_nil_uuid_falls_back_to_path_size_and_mtime(tmp_path: Path) -> None:
-    path = write_nanoaod(tmp_path / "nil.root", 2_000, 3)
-    with uproot.open(path) as f:
-        u = f.file.uuid
-    data = path.read_bytes()
-    assert data.count(u.bytes) == 1  # in the file header only
-    path.write_bytes(data.replace(u.bytes, bytes(16)))
-    with uproot.open(path) as f:
-        assert f.file.uuid.int == 0
+def test_file_names_of_urls() -> None:
+    from dask_hizt._awkward_where import _file_name
 
-    st = path.stat()
-    prefix = (
-        f'root:file="{path.resolve()}",size={st.st_size},'
-        f'mtime_ns={st.st_mtime_ns},tree="Events;1"'
-    )
-    assert awkward_where(uproot.dask({str(path): "Events"}, step_size=1_000)) == [
-        f"{prefix},entries=0-1000",
-        f"{prefix},entries=1000-2000",
-    ]
-    assert awkward_where(uproot.dask({str(path): "Events"}, open_files=False)) == [
-        f"{prefix},step=0/1"
-    ]
-    # a nil UUID on a remote file: no path to trust, so no answer
-    from dask_hizt import _awkward_where
-
-    assert (
-        _awkward_where._root_prefix(u.__class__(int=0), "root://eos/a.root", "T")
-        is None
-    )
+    assert _file_name("root://eos.cern.ch//store/mc/a.root") == "a.root"
+    assert _file_name("file:///data/x/b.root") == "b.root"
+    assert _file_name("/data/x/c.parquet") == "c.parquet"
+    assert _file_name("s3://bucket/dir/") is None
+    assert _file_name(None) is None
 
 
-def test_no_event_data_and_no_tree_is_read(
+def test_no_file_is_opened(
     built: tuple[dict[str, Any], Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from uproot.reading import ReadOnlyKey
+    from uproot.reading import ReadOnlyFile
 
     colls, _ = built
-    objects_read: list[str] = []
-    original = ReadOnlyKey.get
+    opened: list[str] = []
+    original = ReadOnlyFile.__init__
 
-    def get(self: Any) -> Any:
-        objects_read.append(self.object_path)
-        return original(self)
+    def init(self: Any, file_path: Any, *args: Any, **kwargs: Any) -> None:
+        opened.append(str(file_path))
+        original(self, file_path, *args, **kwargs)
 
-    monkeypatch.setattr(ReadOnlyKey, "get", get)
+    monkeypatch.setattr(ReadOnlyFile, "__init__", init)
     log = ReadLog(tmp_path / "reads.jsonl")
     with log.local():
         for kind, coll in colls.items():
             assert awkward_where(coll) is not None, kind
     assert log.records() == []
-    # open_files=False and coffea: only the file header and the TKeys
-    assert objects_read == []
-
-
-def test_a_file_that_cannot_be_opened_gives_none(tmp_path: Path) -> None:
-    path = write_nanoaod(tmp_path / "gone.root", 1_000, 4)
-    lazy = uproot.dask({str(path): "Events"}, open_files=False)
-    # a known form builds the collection without opening the file
-    form = lazy.dask.layers[lazy.name].io_func.base_form
-    wrong_tree = uproot.dask(
-        {str(path): "Nope"}, open_files=False, known_base_form=form
-    )
-    assert awkward_where(lazy) is not None
-    assert awkward_where(wrong_tree) is None
-    path.unlink()
-    assert awkward_where(lazy) is None
-
-
-class _ObjectStore:
-    """The part of an fsspec file system that the provenance asks for."""
-
-    protocol = ("s3", "s3a")
-
-    def __init__(self, info: dict[str, Any]) -> None:
-        self._info = info
-
-    def info(self, path: str) -> dict[str, Any]:
-        return {"name": path, **self._info}
-
-    def unstrip_protocol(self, path: str) -> str:
-        return f"s3://{path}"
-
-
-def test_remote_parquet_files_are_known_by_url_size_and_version() -> None:
-    from dask_hizt._awkward_where import _fsspec_file
-
-    etag = _ObjectStore({"size": 10, "ETag": '"abc"', "LastModified": "2026-01-01"})
-    assert (
-        _fsspec_file(etag, "bucket/a.parquet")
-        == 'file="s3://bucket/a.parquet",size=10,etag="\\"abc\\""'
-    )
-    modified = _ObjectStore({"size": 10, "LastModified": "2026-01-01 10:00:00"})
-    assert (
-        _fsspec_file(modified, "bucket/a.parquet")
-        == 'file="s3://bucket/a.parquet",size=10,modified="2026-01-01 10:00:00"'
-    )
-    # nothing that changes when the object is written again: no identity
-    assert _fsspec_file(_ObjectStore({"size": 10}), "bucket/a.parquet") is None
+    assert opened == []
 
 
 def test_dask_aliases_are_followed() -> None:

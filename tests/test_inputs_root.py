@@ -64,15 +64,15 @@ SLOW = 9.0
 KILL_DEADLINE = 120.0
 
 #: One identity of a partition read from a ROOT file (docs/format.md):
-#: ``root:uuid=<file uuid>,tree="Events;1",entries=<a>-<b>#<digest>``.
+#: ``root:file="<file name>",tree="Events",entries=<a>-<b>#<digest>``.
 ROOT_ID = re.compile(
-    r'root:uuid=(?P<uuid>[0-9a-f-]{36}),tree="Events;1",'
+    r'root:file="(?P<src>[^"]+)",tree="Events",'
     r"entries=(?P<start>\d+)-(?P<stop>\d+)#[0-9a-f]{16}"
 )
 #: One identity of a chunk of events staged by dh.Staging from coffea's
 #: ``events.metadata``: ``staged:<file uuid>#Events[<a>:<b>]``.
 STAGED_ID = re.compile(
-    rf"staged:(?P<uuid>[0-9a-f-]{{36}})#{TREE}\[(?P<start>\d+):(?P<stop>\d+)\]"
+    rf"staged:(?P<src>[0-9a-f-]{{36}})#{TREE}\[(?P<start>\d+):(?P<stop>\d+)\]"
 )
 
 
@@ -108,13 +108,17 @@ def _eager(data: Path, *, extra: bool = False) -> hist.Hist:
 
 
 @functools.cache
-def _uuids(data: Path) -> dict[str, str]:
-    """``{file uuid: path}`` of every file, from the files themselves."""
+def _sources(data: Path, kind: str) -> dict[str, str]:
+    """``{what an identity names a file by: path}`` of every file: its name,
+    or for the Runner's staged chunks its ROOT UUID (coffea's)."""
     out = {}
     for ps in inputs_root_job.files(data, extra=True).values():
         for p in ps:
-            with uproot.open(p) as f:
-                out[str(f.file.uuid)] = p
+            if kind == "runner":
+                with uproot.open(p) as f:
+                    out[str(f.file.uuid)] = p
+            else:
+                out[Path(p).name] = p
     return out
 
 
@@ -202,13 +206,13 @@ def _run(
 
 
 def _parts(ids: Sequence[str], kind: str) -> list[tuple[str, int, int]]:
-    """``(file uuid, start, stop)`` of each identity; fails on any other form."""
+    """``(file, start, stop)`` of each identity; fails on any other form."""
     pattern = STAGED_ID if kind == "runner" else ROOT_ID
     out = []
     for x in ids:
         m = pattern.fullmatch(x)
         assert m is not None, f"{kind}: identity {x!r} is not {pattern.pattern!r}"
-        out.append((m["uuid"], int(m["start"]), int(m["stop"])))
+        out.append((m["src"], int(m["start"]), int(m["stop"])))
     return out
 
 
@@ -218,7 +222,7 @@ def _assert_cover(
     """The partitions are those of exactly ``paths``: for each file, entry ranges
     cutting all its entries into at least two steps (:data:`STEP_KINDS`: the
     steps of ``STEP`` entries), each once."""
-    uuids = _uuids(data)
+    uuids = _sources(data, kind)
     assert sorted({uuids[u] for u, _, _ in parts if u in uuids}) == sorted(paths)
     assert {u for u, _, _ in parts} <= set(uuids), "an identity of an unknown file"
     for p in paths:
@@ -302,7 +306,7 @@ def test_matches_eager(kind: str, data: Path, reruns: Reruns) -> None:
     if kind == "apply_dask":
         # one commit per Hist object: one per dataset, each that dataset's files
         assert reruns.first.commits[kind] == len(fills) == len(paths)
-        uuids = _uuids(data)
+        uuids = _sources(data, kind)
         got = sorted(
             sorted({uuids[u] for u, _, _ in _parts(c.inputs, kind)}) for c in fills
         )
@@ -343,7 +347,7 @@ def test_identities_name_the_root_files_and_entries(
     repo = _repo(reruns.repos, kind)
     stored = dh.open(repo, PATH, snapshot_id=reruns.first.tips[kind])
     ids = [x for c in stored.history() for x in c.inputs]
-    prefix = "staged:" if kind == "runner" else "root:uuid="
+    prefix = "staged:" if kind == "runner" else "root:file="
     assert ids[0].startswith(prefix)
     assert len(set(ids)) == len(ids)
     parts = _parts(ids, kind)
@@ -585,8 +589,8 @@ def test_coffea_tutorial_twice_gives_the_same_totals(
     again = second.ttbar()
     assert again == (value, variance), (
         f"the second run of the tutorial printed {again[0]}, {again[0] / value:.3g} "
-        f"times the first's {value}; ttbar.root's UUID was {first.file_uuid} after "
-        f"the first run and {second.file_uuid} after the second (the tutorial "
-        "writes its input files anew each time)"
+        f"times the first's {value} (the tutorial writes its input files anew "
+        f"each time: ttbar.root's UUID was {first.file_uuid}, then {second.file_uuid})"
     )
+    assert first.file_uuid != second.file_uuid  # the same events in a new file
     assert second.tip == first.tip

@@ -7,49 +7,36 @@ next, so :func:`awkward_where` builds identities from the *provenance* of
 each partition instead: which file, which tree, which entries. It looks only
 at the graph and at file metadata, never at event data.
 
-Identity strings
-----------------
-One string per partition of the collection. Free-form fields (paths, tree
-names) are JSON strings (double-quoted, escaped), so no path can make two
-provenances print alike; numbers are decimal integers.
+Strings
+-------
+One string per partition of the collection: the name of the file it reads
+(its last path component), the tree and the entries or row groups. Free-form
+fields are JSON strings (double-quoted, escaped), so no name can make two
+provenances print alike; numbers are decimal integers. The strings only
+tell apart partitions whose contents are equal (an identity is this plus a
+digest of what the fill takes from the partition, see
+:mod:`dask_hizt._identity`), so they hold nothing that changes when the
+same data is read again: no directory (a copy, another mount point or
+another URL of the file), no UUID, size or time (a file written again with
+the same entries). Nothing is opened or read on the client.
 
-``uproot.dask(..., open_files=True)`` (io_func ``_UprootRead``, whose TTrees
-are already open on the client), ``uproot.dask(..., open_files=False)``
-(``_UprootOpenAndRead``), and so coffea's ``NanoEventsFactory.from_root(...,
-mode="dask")`` and ``apply_to_fileset``::
+``uproot.dask(..., open_files=True)`` (io_func ``_UprootRead``) and
+``uproot.dask(..., open_files=False)`` (``_UprootOpenAndRead``), and so
+coffea's ``NanoEventsFactory.from_root(..., mode="dask")`` and
+``apply_to_fileset``::
 
-    root:uuid=7b7c2e7c-ee17-11f1-ab67-02fc00000001,tree="Events;1",entries=0-10000
+    root:file="nano_dy.root",tree="Events",entries=0-10000
 
-- ``uuid``: the file's ROOT UUID (``file.uuid``; the same one coffea's
-  ``preprocess`` records). It is not the path, so the same file read through
-  another URL or from a copy has the same identity; a file written anew gets
-  a new UUID.
-- ``tree``: the object path of the TTree (or RNTuple) with its cycle, as
-  uproot resolves it (``"dir/Events;1"``): a name given without cycle means
-  the highest one, so ``"Events"`` and ``"Events;1"`` give one string.
+- ``tree``: the object path of the TTree (or RNTuple) without its cycle
+  (``"Events;1"`` and ``"Events"`` are one tree).
 - ``entries=start-stop``: the entry range read. ``open_files=False`` with
   ``steps_per_file`` (no entry ranges known on the client) gives
   ``step=i/n`` instead: step ``i`` of ``n`` equal steps of the tree.
 
-The two uproot modes (and coffea) therefore give the same string for the
-same entries of the same file. uproot 5.7 drops the ``uuid`` of a coffea
-fileset before it reaches the graph (``_UprootOpenAndRead``'s inputs are
-``(path, object path, start or step, stop or steps, is_chunk)``), so for
-those layers each distinct file's header and top directory are read on the
-client (``uproot.open``, with the layer's own options; no TTree, no basket).
-
-A ROOT file whose UUID is nil (all zeros: some writers leave it unset) is
-known by its path instead, if it is a local file::
-
-    root:file="/data/a.root",size=123456,mtime_ns=1796192262699761900,tree="Events;1",entries=0-10000
-
 ``dask_awkward.from_parquet`` (file-wise and row-group-wise)::
 
-    parquet:file="/data/part0.parquet",size=3693,mtime_ns=1796192262699761900,row_groups=all
-    parquet:file="/data/part0.parquet",size=3693,mtime_ns=1796192262699761900,row_groups=[2]
-
-(on other fsspec file systems: ``file=`` is the URL, and ``size`` is
-followed by ``etag=`` or ``modified=`` from ``fs.info``, a JSON string).
+    parquet:file="part0.parquet",row_groups=all
+    parquet:file="part0.parquet",row_groups=[2]
 
 A partition that reads several input layers (e.g. ``dak.zip`` of two
 reads) gets the JSON array of its components' strings, sorted, duplicates
@@ -86,14 +73,10 @@ each input layer it reads, and no two partitions have the same string (e.g.
 
 What the strings do not say
 ---------------------------
-They identify the data a partition reads, not what is computed from it:
-``events.Muon.pt`` and ``events.Jet.pt`` have the same strings. The caller
-tells fills apart (histogram, fill arguments). Constants are not part of
-them either (a ``dask.delayed`` scale factor). A change of partitioning
-(another ``step_size``) gives new, overlapping identities. A file changed in
-place keeping its ROOT UUID (ROOT's ``UPDATE`` mode) is not noticed. Paths
-(only in the fallbacks) are the client's: another mount point is another
-file.
+They name the data a partition reads, not what is computed from it:
+``events.Muon.pt`` and ``events.Jet.pt`` have the same strings (the content
+digest tells them apart). A change of partitioning (another ``step_size``)
+gives new, overlapping strings.
 """
 
 from __future__ import annotations
@@ -101,9 +84,8 @@ from __future__ import annotations
 import json
 import logging
 import operator
-import uuid as uuid_mod
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any, Final
 from urllib.parse import urlparse
 
@@ -393,20 +375,18 @@ def _uproot_read_ids(io_func: Any, inputs: Sequence[Any]) -> list[str] | None:
 
 
 def _open_tree_file(ttree: Any) -> str | None:
-    """``root:<file>,tree=<tree>`` of a TTree uproot already holds."""
+    """``root:file=<name>,tree=<tree>`` of a TTree uproot already holds."""
     file = getattr(ttree, "file", None)
     tree = getattr(ttree, "object_path", None)
     if file is None or not isinstance(tree, str):
         return None
-    return _root_prefix(getattr(file, "uuid", None), file.file_path, tree)
+    return _root_prefix(file.file_path, tree)
 
 
 def _uproot_open_and_read_ids(io_func: Any, inputs: Sequence[Any]) -> list[str] | None:
     """``_UprootOpenAndRead``: inputs ``(path, object path, start or step,
-    stop or steps, is_chunk)``; the file is opened here for its UUID."""
-    options = getattr(io_func, "real_options", None)
-    options = dict(options) if isinstance(options, Mapping) else {}
-    files: dict[tuple[str, str], str | None] = {}
+    stop or steps, is_chunk)``."""
+    del io_func
     out = []
     for item in inputs:
         if not isinstance(item, tuple) or len(item) != 5:
@@ -417,9 +397,7 @@ def _uproot_open_and_read_ids(io_func: Any, inputs: Sequence[Any]) -> list[str] 
         if not isinstance(is_chunk, bool):
             return None
         first, second = operator.index(first), operator.index(second)
-        if (path, tree) not in files:
-            files[path, tree] = _closed_tree_file(path, tree, options)
-        prefix = files[path, tree]
+        prefix = _root_prefix(path, tree)
         if prefix is None:
             return None
         where = f"entries={first}-{second}" if is_chunk else f"step={first}/{second}"
@@ -427,58 +405,38 @@ def _uproot_open_and_read_ids(io_func: Any, inputs: Sequence[Any]) -> list[str] 
     return out
 
 
-def _closed_tree_file(path: str, tree: str, options: dict[str, Any]) -> str | None:
-    """Open ``path``'s header and top directory to learn its UUID and the tree's
-    cycle (no TTree or basket is read)."""
-    from uproot.reading import ReadOnlyFile  # noqa: PLC0415 - optional dependency
-
-    try:
-        # as uproot's own read opens it: a path with ":" is not split
-        with ReadOnlyFile(path, object_cache=None, array_cache=None, **options) as file:
-            # key() resolves the cycle (and subdirectories) from TKeys only
-            resolved = file.root_directory.key(tree).object_path
-            return _root_prefix(file.uuid, file.file_path, resolved)
-    except Exception:
-        log.debug("cannot open %s for its UUID", path, exc_info=True)
+def _root_prefix(file_path: Any, tree: str) -> str | None:
+    name = _file_name(file_path)
+    if name is None:
         return None
+    tree = tree.strip("/").rsplit(";", 1)[0] if ";" in tree else tree.strip("/")
+    return f"root:file={json.dumps(name)},tree={json.dumps(tree)}"
 
 
-def _root_prefix(file_uuid: Any, file_path: Any, tree: str) -> str | None:
-    tree_field = json.dumps(tree.lstrip("/"))
-    if isinstance(file_uuid, uuid_mod.UUID) and file_uuid.int != 0:
-        return f"root:uuid={file_uuid},tree={tree_field}"
-    local = _local_file(file_path)
-    if local is None:
-        return None
-    return f"root:{local},tree={tree_field}"
-
-
-def _local_file(path: Any) -> str | None:
-    """``file=<real path>,size=<bytes>,mtime_ns=<ns>`` of a local file, or None."""
+def _file_name(path: Any) -> str | None:
+    """The last component of a path or URL (also of ``file:`` and
+    ``root://`` URLs), or None."""
     if not isinstance(path, str):
         return None
-    scheme = urlparse(path).scheme
-    if scheme == "file":
-        path = urlparse(path).path
-    elif len(scheme) > 1:  # a one-letter scheme is a Windows drive
-        return None
-    try:
-        real = Path(path).resolve()
-        st = real.stat()
-    except OSError:
-        return None
-    return f"file={json.dumps(str(real))},size={st.st_size},mtime_ns={st.st_mtime_ns}"
+    parsed = urlparse(path)
+    tail = parsed.path if len(parsed.scheme) > 1 else path
+    tail = tail.replace("\\", "/")
+    if tail.endswith("/"):
+        return None  # a directory
+    return PurePosixPath(tail).name or None
 
 
 def _parquet_file_ids(io_func: Any, inputs: Sequence[Any]) -> list[str] | None:
     """``FromParquetFileWiseFn``: one path per partition, all row groups."""
+    del io_func
     if not all(isinstance(p, str) for p in inputs):
         return None
-    return _parquet_ids(io_func, [(p, "all") for p in inputs])
+    return _parquet_ids([(p, "all") for p in inputs])
 
 
 def _parquet_fragment_ids(io_func: Any, inputs: Sequence[Any]) -> list[str] | None:
     """``FromParquetFragmentWiseFn``: ``(row group, path)`` per partition."""
+    del io_func
     pairs = []
     for item in inputs:
         if not (
@@ -489,52 +447,17 @@ def _parquet_fragment_ids(io_func: Any, inputs: Sequence[Any]) -> list[str] | No
         ):
             return None
         pairs.append((item[1], f"[{operator.index(item[0])}]"))
-    return _parquet_ids(io_func, pairs)
+    return _parquet_ids(pairs)
 
 
-def _parquet_ids(io_func: Any, pairs: Sequence[tuple[str, str]]) -> list[str] | None:
-    fs = getattr(io_func, "fs", None)
-    if fs is None:
-        return None
-    files: dict[str, str | None] = {}
+def _parquet_ids(pairs: Sequence[tuple[str, str]]) -> list[str] | None:
     out = []
     for path, row_groups in pairs:
-        if path not in files:
-            files[path] = _fsspec_file(fs, path)
-        where = files[path]
-        if where is None:
+        name = _file_name(path)
+        if name is None:
             return None
-        out.append(f"parquet:{where},row_groups={row_groups}")
+        out.append(f"parquet:file={json.dumps(name)},row_groups={row_groups}")
     return out
-
-
-#: fs.info fields that change when an object is written anew, by preference:
-#: content tags first (s3fs, gcsfs, adlfs), then modification times.
-_VERSION_FIELDS: Final = (
-    ("etag", ("ETag", "etag")),
-    ("modified", ("LastModified", "last_modified", "updated", "mtime")),
-)
-
-
-def _fsspec_file(fs: Any, path: str) -> str | None:
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    if protocol in {"file", "local"}:
-        return _local_file(path)
-    try:
-        info = fs.info(path)
-        url = fs.unstrip_protocol(path)
-    except Exception:
-        log.debug("cannot stat %s", path, exc_info=True)
-        return None
-    size = info.get("size")
-    if not isinstance(size, int):
-        return None
-    for field, names in _VERSION_FIELDS:
-        for n in names:
-            if info.get(n) is not None:
-                version = json.dumps(str(info[n]))
-                return f"file={json.dumps(url)},size={size},{field}={version}"
-    return None
 
 
 _HANDLERS: Final[dict[str, Callable[[Any, Sequence[Any]], list[str] | None]]] = {
