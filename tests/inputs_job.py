@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
-import json
 import os
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -36,6 +34,7 @@ from typing import Any
 import dask.array as da
 import dask.dataframe as dd
 import hist
+import jobs
 import numpy as np
 import pandas as pd
 import zarr
@@ -331,11 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=int, default=None)
     parser.add_argument("--concurrent", action="store_true")
     args = parser.parse_args(argv)
-    lock = threading.Lock()
-    failed: list[str] = []
 
-    def one(kind: str) -> None:
-        report = run(
+    def one(kind: str) -> dict[str, Any]:
+        return run(
             kind,
             args.repos,
             args.data,
@@ -345,22 +342,8 @@ def main(argv: list[str] | None = None) -> int:
             # partitions of a kind (and its checkpoints) come one by one
             workers=1 if args.concurrent else 2,
         )
-        with lock:
-            print(json.dumps(report), flush=True)
-            if "error" in report:
-                failed.append(kind)
 
-    kinds = args.kinds.split(",")
-    if args.concurrent:
-        threads = [threading.Thread(target=one, args=(k,)) for k in kinds]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    else:
-        for kind in kinds:
-            one(kind)
-    return len(failed)
+    return jobs.run_each(args.kinds.split(","), one, concurrent=args.concurrent)
 
 
 if __name__ == "__main__":

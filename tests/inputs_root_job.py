@@ -26,10 +26,8 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import functools
-import json
 import os
 import sys
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -37,6 +35,7 @@ from typing import Any
 
 import dask
 import hist
+import jobs
 from coffea import processor
 
 import dask_hizt as dh
@@ -327,11 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrent", action="store_true")
     parser.add_argument("--extra", action="store_true", help="one more file")
     args = parser.parse_args(argv)
-    lock = threading.Lock()
-    failed: list[str] = []
 
-    def one(kind: str) -> None:
-        report = run(
+    def one(kind: str) -> dict[str, Any]:
+        return run(
             kind,
             args.repos,
             args.data,
@@ -342,22 +339,8 @@ def main(argv: list[str] | None = None) -> int:
             workers=1 if args.concurrent else 2,
             extra=args.extra,
         )
-        with lock:
-            print(json.dumps(report), flush=True)
-            if "error" in report:
-                failed.append(kind)
 
-    kinds = args.kinds.split(",")
-    if args.concurrent:
-        threads = [threading.Thread(target=one, args=(k,)) for k in kinds]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    else:
-        for kind in kinds:
-            one(kind)
-    return len(failed)
+    return jobs.run_each(args.kinds.split(","), one, concurrent=args.concurrent)
 
 
 if __name__ == "__main__":

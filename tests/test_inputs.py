@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import signal
 import subprocess
@@ -28,6 +27,7 @@ import dask.dataframe as dd
 import hist
 import icechunk
 import inputs_job
+import jobs
 import pandas as pd
 import pytest
 from conftest import assert_hist_equal
@@ -81,21 +81,6 @@ def _argv(kinds: Sequence[str], repos: Path, data: Path, *options: str) -> list[
     return [sys.executable, str(JOB), ",".join(kinds), str(repos), str(data), *options]
 
 
-def _reports(stdout: str) -> dict[str, dict[str, Any]]:
-    """The JSON lines of a job's output, per kind."""
-    out = {}
-    for line in stdout.splitlines(keepends=True):
-        # only whole lines: the killed job may be halfway through one
-        if line.startswith("{") and line.endswith("\n"):
-            report = json.loads(line)
-            out[report["kind"]] = report
-    return out
-
-
-def _tail(text: str, lines: int = 15) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
-
-
 @dataclass
 class Run:
     """One run of the job script in a fresh process."""
@@ -111,7 +96,7 @@ class Run:
         if report is None:
             pytest.fail(
                 f"the job (exit {self.returncode}) reported nothing for {kind}:\n"
-                f"{_tail(self.stderr)}"
+                f"{jobs.tail(self.stderr)}"
             )
         if "error" in report:
             pytest.fail(f"the job of {kind} failed: {report['error']}")
@@ -122,7 +107,7 @@ def _run(argv: list[str], cwd: Path, repos: Path, kinds: Sequence[str]) -> Run:
     proc = subprocess.run(
         argv, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=240, check=False
     )
-    run = Run(proc.returncode, _reports(proc.stdout), proc.stderr)
+    run = Run(proc.returncode, jobs.reports(proc.stdout), proc.stderr)
     run.tips = {k: _tip(repos / f"{k}.icechunk") for k in kinds}
     return run
 
@@ -229,7 +214,7 @@ def killed(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Killed:
     try:
         deadline = time.monotonic() + KILL_DEADLINE
         while time.monotonic() < deadline and proc.poll() is None:
-            reported = _reports(out.read_text())
+            reported = jobs.reports(out.read_text())
             for kind in set(KILLED_KINDS) - ready:
                 if kind in reported or _fill_commits(repos / f"{kind}.icechunk", kind):
                     ready.add(kind)
@@ -258,7 +243,7 @@ def killed(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Killed:
         repos,
         was_killed,
         proc.returncode,
-        _reports(out.read_text()),
+        jobs.reports(out.read_text()),
         commits,
         sums,
         err.read_text(),
@@ -275,7 +260,7 @@ def test_killed_job_rerun_in_fresh_process(
     if not killed.killed:
         pytest.fail(
             f"the job ended (exit {killed.returncode}) before it could be killed:\n"
-            f"{_tail(killed.stderr)}"
+            f"{jobs.tail(killed.stderr)}"
         )
     if kind in killed.before:
         report = killed.before[kind]

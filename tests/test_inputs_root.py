@@ -17,7 +17,6 @@ README); skipped on stack A.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
 import signal
@@ -42,6 +41,7 @@ uproot = pytest.importorskip("uproot")
 ak = pytest.importorskip("awkward")
 
 import inputs_root_job  # needs coffea
+import jobs
 from inputs_root_job import KINDS, PATH, TREE
 
 JOB = Path(inputs_root_job.__file__)
@@ -155,21 +155,6 @@ def _argv(kinds: Sequence[str], repos: Path, data: Path, *options: str) -> list[
     return [sys.executable, str(JOB), ",".join(kinds), str(repos), str(data), *options]
 
 
-def _reports(stdout: str) -> dict[str, dict[str, Any]]:
-    """The JSON lines of a job's output, per kind."""
-    out = {}
-    for line in stdout.splitlines(keepends=True):
-        # only whole lines: the killed job may be halfway through one
-        if line.startswith("{") and line.endswith("\n"):
-            report = json.loads(line)
-            out[report["kind"]] = report
-    return out
-
-
-def _tail(text: str, lines: int = 15) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
-
-
 @dataclass
 class Run:
     """One run of the job script in a fresh process."""
@@ -186,7 +171,7 @@ class Run:
         if report is None:
             pytest.fail(
                 f"the job (exit {self.returncode}) reported nothing for {kind}:\n"
-                f"{_tail(self.stderr)}"
+                f"{jobs.tail(self.stderr)}"
             )
         if "error" in report:
             pytest.fail(f"the job of {kind} failed: {report['error']}")
@@ -199,7 +184,7 @@ def _run(
     proc = subprocess.run(
         argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=240, check=False
     )
-    run = Run(proc.returncode, _reports(proc.stdout), proc.stderr)
+    run = Run(proc.returncode, jobs.reports(proc.stdout), proc.stderr)
     run.tips = {k: _tip(_repo(repos, k)) for k in kinds}
     run.commits = {k: _commits(_repo(repos, k)) for k in kinds}
     return run
@@ -426,7 +411,7 @@ def killed(
     try:
         deadline = time.monotonic() + KILL_DEADLINE
         while time.monotonic() < deadline and proc.poll() is None:
-            reported = _reports(out.read_text())
+            reported = jobs.reports(out.read_text())
             for kind in set(DASK_KINDS) - ready:
                 if kind in reported or _commits(_repo(repos, kind)):
                     ready.add(kind)
@@ -455,7 +440,7 @@ def killed(
         repos,
         was_killed,
         proc.returncode,
-        _reports(out.read_text()),
+        jobs.reports(out.read_text()),
         commits,
         sums,
         err.read_text(),
@@ -472,7 +457,7 @@ def test_killed_job_rerun_in_fresh_process(
     if not killed.killed:
         pytest.fail(
             f"the job ended (exit {killed.returncode}) before it could be killed:\n"
-            f"{_tail(killed.stderr)}"
+            f"{jobs.tail(killed.stderr)}"
         )
     if kind in killed.before:
         report = killed.before[kind]
