@@ -265,8 +265,8 @@ def test_fill_kernel_equals_eager_fill(
         None if sample is None else Arg(index=next(slots)),
     )
     target = _target(axes, getattr(hist.storage, storage)())
-    partial, added = _task(target, spec, fraction)([*data, *extra], _info())
-    assert [t for t, _ in added] == [0]
+    (partial,) = _task(target, spec, fraction)([*data, *extra], _info())
+    assert [t for t, _ in partial.inputs] == [0]
     expected = target.schema.empty_hist().fill(*data, weight=weight, sample=sample)
     got = _to_hist(target, partial)
     gv, ev = np.asarray(got.view(flow=True)), np.asarray(expected.view(flow=True))

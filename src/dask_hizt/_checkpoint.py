@@ -7,8 +7,9 @@ opens at the new tip. Fills of all batches still run in parallel; only the
 writes and commits form a chain.
 
 A time-based checkpoint lets a gate decide not to commit yet: its owners
-then hand their merged partials on to the owners of the next batch, and the
-identities of its partitions ride along to the next commit. A job killed
+then hand their merged partials on to the owners of the next batch, with
+the identities of their partitions (partials carry them,
+:attr:`dask_hizt._partial.Partial.inputs`) to the next commit. A job killed
 halfway keeps its committed batches; computing it again skips them
 (:mod:`dask_hizt._ledger`).
 """
@@ -18,12 +19,11 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ._commit import Commit, fill_message
-from ._fill import Added
 from ._partial import Partial, combine
 from ._writer import Owner
 from .schema import ATTR_KEY
@@ -87,16 +87,12 @@ class ChainState:
         The compute's last commit (at first, the snapshot it was planned on).
     last
         Wall-clock time of that commit (at first, of the plan).
-    carried
-        Per histogram path, identities of partitions filled but not yet
-        committed (their counts are in the owners' carried partials).
     creation
         The compute's new histograms and categories, until a commit holds them.
     """
 
     snapshot: str
     last: float
-    carried: Mapping[str, Sequence[str]] = field(default_factory=dict)
     creation: Creation | None = None
 
 
@@ -166,19 +162,13 @@ class BatchCommit:
     n_batches: int
 
     def __call__(
-        self,
-        gate: GateState,
-        written: Sequence[Written | Partial],
-        added: Sequence[Added],
+        self, gate: GateState, written: Sequence[Written | Partial]
     ) -> ChainState:
         c = self.commit
-        carried = {p: list(ids) for p, ids in gate.prev.carried.items()}
-        for path, ids in c.inputs_of(added).items():
-            carried.setdefault(path, []).extend(ids)
         if gate.forks is None:
-            return ChainState(
-                gate.prev.snapshot, gate.prev.last, carried, gate.prev.creation
-            )
+            # the owners carry their partials, and the identities with them
+            return ChainState(gate.prev.snapshot, gate.prev.last, gate.prev.creation)
+        carried = c.inputs_of(written)
         meta = dict(c.metadata)
         meta[ATTR_KEY] = {
             **meta[ATTR_KEY],

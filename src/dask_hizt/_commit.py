@@ -9,11 +9,11 @@ per batch) collects what the fill tasks added and calls
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._fill import Added
+from ._partial import Partial
 from .schema import ATTR_KEY
 from .transaction import Creation, RepoRef, Written, commit_forks
 
@@ -46,14 +46,15 @@ class Commit:
         paths = sorted(set(self.paths.values()))
         return paths[0] if len(paths) == 1 else f"{len(paths)} histograms"
 
-    def inputs_of(self, added: Sequence[Added]) -> dict[str, list[str]]:
-        """Per path, the identities that the fill tasks reporting ``added`` put in."""
+    def inputs_of(self, merged: Iterable[Written | Partial]) -> dict[str, list[str]]:
+        """Per path, the identities recorded by what the owners merged (each
+        owner holds those of every partition: taken once)."""
+        pairs = frozenset().union(*(m.inputs for m in merged))
         out: dict[str, list[str]] = {}
-        for pairs in added:
-            for t, identity in pairs:
-                path = self.paths.get(t)
-                if path is not None:
-                    out.setdefault(path, []).append(identity)
+        for t, identity in sorted(pairs):
+            path = self.paths.get(t)
+            if path is not None:
+                out.setdefault(path, []).append(identity)
         return out
 
 
@@ -64,9 +65,9 @@ class CommitTask:
     commit: Commit
     compute_id: str
 
-    def __call__(self, written: Sequence[Written], added: Sequence[Added]) -> str:
+    def __call__(self, written: Sequence[Written]) -> str:
         c = self.commit
-        inputs = c.inputs_of(added)
+        inputs = c.inputs_of(written)
         metadata = dict(c.metadata)
         metadata[ATTR_KEY] = {
             **metadata[ATTR_KEY],

@@ -96,7 +96,7 @@ class Target:
         return self.offset, self.offset + self.layout.n_keys
 
 
-#: What a fill task added: ``(target index, identity)`` per filled partition.
+#: What a dry fill task (``Hist.pending``) finds: ``(fill index, identity)``.
 Added = tuple[tuple[int, str], ...]
 
 
@@ -128,12 +128,13 @@ class FillTask:
 
     def __call__(
         self, inputs: Inputs, info: PartitionInfo
-    ) -> tuple[Partial | Added, ...]:
+    ) -> tuple[Partial, ...] | tuple[Added]:
         """Fill the queued fills from one partition's inputs.
 
-        Returns one partial per key space, then the ``(target, identity)``
-        of each fill that went in. A fill whose identity is in
-        ``info.committed`` (or listed in ``info.skip``) is left out.
+        Returns one partial per key space, each recording (``inputs``) the
+        ``(target, identity)`` of every fill that went in. A fill whose
+        identity is in ``info.committed`` (or listed in ``info.skip``) is
+        left out.
         """
         per_space: list[list[Partial]] = [[] for _ in self.space_sizes]
         # Inputs that can be dropped (see _lazy) are released after their last reader.
@@ -141,7 +142,7 @@ class FillTask:
         readers = [_slots(spec) for _, spec in self.fills]
         left = Counter(i for slots in readers for i in slots)
         if _on_typetracers(inputs, left):
-            return (*self._mock(inputs, left), ())
+            return self._mock(inputs, left)
         where = info.where
         flat: dict[frozenset[int], Inputs] = {}
         digests: dict[tuple[frozenset[int], int, int | None], str] = {}
@@ -180,15 +181,17 @@ class FillTask:
                     release(i)
         if self.dry:
             return (tuple(added),)
-        partials = tuple(
-            combine(parts, 0, n_keys, self.dense)
-            if parts
-            else self._empty(space, n_keys)
+        went_in = frozenset(added)
+        return tuple(
+            (
+                combine(parts, 0, n_keys, self.dense)
+                if parts
+                else self._empty(space, n_keys)
+            ).with_inputs(went_in)
             for space, (parts, n_keys) in enumerate(
                 zip(per_space, self.space_sizes, strict=True)
             )
         )
-        return (*partials, tuple(added))
 
     def _mock(self, inputs: Inputs, used: Mapping[int, int]) -> tuple[Partial, ...]:
         """dask-awkward's optimizer runs partition 0 on typetracers to learn

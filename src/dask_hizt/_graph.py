@@ -330,14 +330,9 @@ def compute_graph(
         default ONE commit per repository.
     """
     dsk: dict[Key, Any] = {}
-    # What each fill task added: small tasks of their own, so that a fill
-    # task's partials are not held until the commit.
-    added = [(f"hizt-added-{token}", i) for i in range(len(fill_keys))]
-    for a, k in zip(added, fill_keys, strict=True):
-        dsk[a] = (operator.getitem, k, -1)
     if checkpoint is not None and len(fill_keys) > checkpoint.batch:
         _checkpointed(
-            dsk, name, token, fill_keys, added, spaces, commits, settings, checkpoint
+            dsk, name, token, fill_keys, spaces, commits, settings, checkpoint
         )
         return dsk
     where = {s: _where(c.ref) for c in commits for s in c.spaces}
@@ -355,11 +350,7 @@ def compute_graph(
     ]
     for i, c in enumerate(commits):
         keys = [k for s in c.spaces for k in writers[s]]
-        dsk[(name, i)] = (
-            Guarded(CommitTask(c, f"{name}-{i}"), _where(c.ref)),
-            keys,
-            list(added),
-        )
+        dsk[(name, i)] = (Guarded(CommitTask(c, f"{name}-{i}"), _where(c.ref)), keys)
     return dsk
 
 
@@ -378,7 +369,6 @@ def _checkpointed(
     name: str,
     token: str,
     fill_keys: Sequence[Key],
-    added: Sequence[Key],
     spaces: Sequence[Sequence[Owner]],
     commits: Sequence[Commit],
     settings: GraphSettings,
@@ -419,12 +409,7 @@ def _checkpointed(
                 )
             step = BatchCommit(c, f"{name}-{i}-{b}", b, len(batches))
             commit = (f"hizt-commit-{token}", i, b)
-            dsk[commit] = (
-                Guarded(step, _where(c.ref)),
-                gate,
-                writers,
-                [added[k] for k in batch],
-            )
+            dsk[commit] = (Guarded(step, _where(c.ref)), gate, writers)
             prev = commit
         dsk[(name, i)] = (snapshot_of, prev)
 

@@ -16,6 +16,7 @@ stored chunk they take the chunk's type.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +68,10 @@ class Partial:
         values when dense.
     algebra
         How the fields of two partials add up.
+    inputs
+        ``(target, partition identity)`` of every fill whose entries are in
+        these sums: they travel with the partials to the owners, and from
+        the owners to the commit that records them (no task of their own).
     """
 
     lo: int
@@ -74,6 +79,11 @@ class Partial:
     keys: npt.NDArray[np.int64] | None
     fields: tuple[Array, ...]
     algebra: Algebra = SUM
+    inputs: frozenset[tuple[int, str]] = frozenset()
+
+    def with_inputs(self, inputs: frozenset[tuple[int, str]]) -> Partial:
+        """The same sums, recording ``inputs``."""
+        return dataclasses.replace(self, inputs=inputs) if inputs else self
 
     @property
     def dense(self) -> bool:
@@ -99,19 +109,32 @@ class Partial:
         if self.keys is not None:
             a, b = np.searchsorted(self.keys, (lo, hi))
             return Partial(
-                lo, hi, self.keys[a:b], tuple(f[a:b] for f in self.fields), self.algebra
+                lo,
+                hi,
+                self.keys[a:b],
+                tuple(f[a:b] for f in self.fields),
+                self.algebra,
+                self.inputs,
             )
         clo, chi = max(lo, self.lo), min(hi, self.hi)
         if chi <= clo:
-            return empty(lo, hi, [f.dtype for f in self.fields], self.algebra)
+            out = empty(lo, hi, [f.dtype for f in self.fields], self.algebra)
+            return out.with_inputs(self.inputs)
         sl = slice(clo - self.lo, chi - self.lo)
-        return Partial(clo, chi, None, tuple(f[sl] for f in self.fields), self.algebra)
+        return Partial(
+            clo, chi, None, tuple(f[sl] for f in self.fields), self.algebra, self.inputs
+        )
 
     def shifted(self, offset: int) -> Partial:
         """The same sums, ``offset`` keys further on."""
         keys = None if self.keys is None else self.keys + offset
         return Partial(
-            self.lo + offset, self.hi + offset, keys, self.fields, self.algebra
+            self.lo + offset,
+            self.hi + offset,
+            keys,
+            self.fields,
+            self.algebra,
+            self.inputs,
         )
 
     def to_dense(self) -> tuple[Array, ...]:
@@ -241,6 +264,13 @@ def combine(
     parts = [p.restrict(lo, hi) for p in partials]
     if len(parts) == 1 and (parts[0].lo, parts[0].hi) == (lo, hi):
         return parts[0]
+    inputs = frozenset().union(*(p.inputs for p in parts))
+    return _combine(parts, lo, hi, dense).with_inputs(inputs)
+
+
+def _combine(
+    parts: Sequence[Partial], lo: int, hi: int, dense: float | None
+) -> Partial:
     algebra = parts[0].algebra
     n_keys = hi - lo
     total = sum(len(p) for p in parts)
@@ -272,4 +302,4 @@ def combine(
 # module, so distributed's memory accounting sees the arrays' real size.
 @sizeof.register(Partial)  # type: ignore[untyped-decorator]
 def _sizeof_partial(p: Partial) -> int:
-    return p.nbytes + 64
+    return p.nbytes + 64 + 100 * len(p.inputs)

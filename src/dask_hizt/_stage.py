@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ._algebra import for_storage
-from ._fill import Added, Target, flatten_arguments
+from ._fill import Target, flatten_arguments
 from ._partial import Partial, combine, empty, from_entries
 from .errors import FillError
 from .schema import Schema, growing
@@ -116,7 +116,7 @@ def staged_id(item: str) -> str:
 class StagedLoad:
     """A fill task that reads staged files instead of input partitions.
 
-    Returns one partial per key space and what went in, like
+    Returns one partial per key space, recording what went in, like
     :class:`dask_hizt._fill.FillTask`. ``dense`` is the captured
     ``dask_hizt.dense-fraction``.
     """
@@ -126,7 +126,7 @@ class StagedLoad:
     space_sizes: tuple[int, ...]
     dense: float
 
-    def __call__(self, files: Sequence[str]) -> tuple[Partial | Added, ...]:
+    def __call__(self, files: Sequence[str]) -> tuple[Partial, ...]:
         per_space: list[list[Partial]] = [[] for _ in self.space_sizes]
         added: list[tuple[int, str]] = []
         for file in files:
@@ -153,7 +153,7 @@ class StagedLoad:
                 0, target.layout.n_keys, keys, fields, dtypes, algebra, self.dense
             )
             per_space[target.space].append(part.shifted(target.offset))
-        out: list[Partial | Added] = []
+        out: list[Partial] = []
         for space, (parts, n_keys) in enumerate(
             zip(per_space, self.space_sizes, strict=True)
         ):
@@ -163,5 +163,5 @@ class StagedLoad:
             schema = next(t.schema for t in self.targets if t.space == space)
             dtypes = [schema.dtype] * len(schema.spec.fields)
             out.append(empty(0, n_keys, dtypes, for_storage(schema.spec.uhi_type)))
-        out.append(tuple(added))
-        return tuple(out)
+        went_in = frozenset(added)
+        return tuple(p.with_inputs(went_in) for p in out)

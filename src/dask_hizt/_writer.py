@@ -89,7 +89,7 @@ class Owner:
                 jobs.append((seg, local, touched))
         if jobs:
             sync(_write(fork, jobs, self.concurrency))
-        return Written(fork, written)
+        return Written(fork, written, total.inputs)
 
 
 async def _write(

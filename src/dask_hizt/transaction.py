@@ -465,10 +465,12 @@ def _create_arrays(store: Any, new: Mapping[str, tuple[Schema, Layout]]) -> None
 
 @dataclass
 class Written:
-    """What one owner task wrote: its fork and the chunks it touched per array."""
+    """What one owner task wrote: its fork, the chunks it touched per array,
+    and the ``(target, identity)`` of the partitions in what it merged."""
 
     fork: Any
     chunks: dict[str, list[tuple[int, ...]]] = field(default_factory=dict)
+    inputs: frozenset[tuple[int, str]] = frozenset()
 
 
 def commit_forks(
