@@ -72,7 +72,6 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=10)
     parser.add_argument("--entries", type=int, default=1_000_000, help="per partition")
     args = parser.parse_args()
-    os.environ.setdefault("ICECHUNK_LOG", "error")
 
     axes = (
         hist.axis.StrCategory(DATASETS, name="dataset"),
