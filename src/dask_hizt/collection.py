@@ -5,8 +5,7 @@ there when the object is made) and queues fills. Computing it, with
 ``.compute()`` or ``dask.compute``, runs the graph of :mod:`dask_hizt._graph`
 and returns a :class:`~dask_hizt.stored.StoredHist` of the one commit that
 holds its counts. Histograms that do not exist yet are created, and growing
-axes gain their new categories, in one preparing commit before the graph
-runs.
+axes gain their new categories, in that same commit.
 """
 
 from __future__ import annotations
