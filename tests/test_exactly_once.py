@@ -27,7 +27,7 @@ import pytest
 from conftest import assert_hist_equal
 
 import dask_hizt as dh
-from dask_hizt.collection import _parse_checkpoint
+from dask_hizt._checkpoint import parse_checkpoint as _parse_checkpoint
 
 AXIS = hist.axis.Regular(20, -3, 3, name="x")
 PARTS = 10

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import dask.config
 import hist
 import numpy as np
@@ -10,10 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dask_hizt._fill import Arg, FillSpec, FillTask, Target
-from dask_hizt._graph import GraphSettings, route_and_write
 from dask_hizt._identity import PartitionInfo
 from dask_hizt._partial import Partial, combine, from_entries
+from dask_hizt._route import route
 from dask_hizt._writer import _touched_chunks
+from dask_hizt.config import Settings
 from dask_hizt.errors import FillError
 from dask_hizt.layout import Layout
 from dask_hizt.schema import Schema
@@ -138,30 +141,33 @@ def test_routing_tree_is_bounded(
 
     dsk: dict = {("fill", i): None for i in range(n_partitions)}
     owners = [FakeOwner(i) for i in range(n_owners)]
-    settings = GraphSettings(split_every, 0.25, 1)
-    writers = route_and_write(
+    settings = dataclasses.replace(Settings.from_config(), split_every=split_every)
+    routed = route(
         dsk, "t", [("fill", i) for i in range(n_partitions)], owners, settings
     )  # type: ignore[arg-type]
-    assert writers == [("hizt-write-t", i) for i in range(n_owners)]
+    assert len(routed) == n_owners
     for key, value in dsk.items():
         if value is None:
             continue
         children = value[1]
         assert 1 <= len(children) <= split_every, key
         # every routing node covers a key range inside the full key space
-        if key[0].startswith("hizt-route"):
-            _, _, lo, hi, _ = value
-            assert 0 <= lo < hi <= n_owners * 10
+        assert key[0] == "hizt-route-t"
+        _, _, lo, hi, _ = value
+        assert 0 <= lo < hi <= n_owners * 10
+    for children in routed:
+        assert 1 <= len(children) <= split_every
 
-    # each writer receives every fill partition exactly once, through one path
+    # each owner receives every fill partition exactly once, through one path
     def leaves(key) -> list:
         value = dsk[key]
         if value is None:
             return [key]
         return [leaf for child in value[1] for leaf in leaves(child)]
 
-    for w in writers:
-        assert sorted(leaves(w)) == [("fill", i) for i in range(n_partitions)]
+    for children in routed:
+        got = sorted(leaf for child in children for leaf in leaves(child))
+        assert got == [("fill", i) for i in range(n_partitions)]
     routing = sum(1 for k in dsk if k[0].startswith("hizt-route"))
     levels = int(np.ceil(np.log(max(n_partitions, n_owners)) / np.log(split_every))) + 1
     assert routing <= (n_partitions + n_owners) * levels

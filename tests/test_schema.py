@@ -246,8 +246,8 @@ def test_auto_chunks_are_1_mib_until_an_array_would_have_too_many() -> None:
 
 
 def test_auto_owners_follow_size_chunks_and_cluster(repo_path: Path) -> None:
-    from dask_hizt._graph import GraphSettings
-    from dask_hizt._plan import _owners  # the rule, without a cluster
+    from dask_hizt._route import owners as cut  # the rule, without a cluster
+    from dask_hizt.config import Settings
 
     axes = (
         hist.axis.Regular(200, 0, 1, name="x"),
@@ -260,12 +260,11 @@ def test_auto_owners_follow_size_chunks_and_cluster(repo_path: Path) -> None:
     assert layout.n_chunks == 101  # 2 KiB: 2 of the 202 rows of 102 bins
     target = Target("h", schema, layout, 0, 0)
     session = stored.repository.writable_session("main")
-    settings = GraphSettings.from_config()
+    settings = Settings.from_config()
     for threads, owners in [(1, 1), (4, 4), (64, 101 // 8)]:
-        with dask.config.set({"num_workers": threads}):
-            assert len(_owners([target], session, settings)) == owners
+        assert len(cut([target], session, settings, threads)) == owners
     with dask.config.set({"dask_hizt.owners": 5}):
-        assert len(_owners([target], session, settings)) == 5
+        assert len(cut([target], session, Settings.from_config(), 64)) == 5
 
 
 @pytest.mark.parametrize("bad", ["", "/abs", "a/../b", "..", "a//b", "./a", "a\\b"])

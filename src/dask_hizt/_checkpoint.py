@@ -16,12 +16,15 @@ halfway keeps its committed batches; computing it again skips them
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import dask.config
 
 from ._commit import Commit, fill_message
 from ._partial import Partial, combine
@@ -32,7 +35,9 @@ from .transaction import Creation, RepoRef, Written, commit_forks, writable
 __all__ = [
     "BatchCommit",
     "ChainState",
+    "Checkpoint",
     "Gate",
+    "parse_checkpoint",
     "parse_duration",
     "pick_fork",
     "write_batch",
@@ -75,6 +80,51 @@ def parse_duration(text: str) -> float:
         msg = f"{text!r} is not a finite duration"
         raise ValueError(msg)
     return seconds
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Commit every ``batch`` fill tasks, or (``seconds`` not ``None``) after
+    the first batch that ends ``seconds`` after the previous commit; the
+    compute started at ``start``."""
+
+    batch: int
+    seconds: float | None
+    start: float
+
+
+def parse_checkpoint(value: Any) -> Checkpoint | None:
+    """A ``checkpoint=`` argument (or the ``dask_hizt.checkpoint`` setting):
+    a number of partitions, a duration (``"10 min"``, a ``timedelta``,
+    seconds as a float), or ``None`` for ONE commit."""
+    if value is None:
+        value = dask.config.get("dask_hizt.checkpoint", None)
+    if value is None:
+        return None
+    start = time.time()
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            msg = f"checkpoint must be at least 1 partition, got {value}"
+            raise ValueError(msg)
+        return Checkpoint(value, None, start)
+    if isinstance(value, dt.timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, str):
+        try:
+            seconds = parse_duration(value)
+        except ValueError as err:
+            msg = f"checkpoint {value!r} is neither a number of partitions nor a duration: {err}"
+            raise ValueError(msg) from err
+    elif isinstance(value, float):
+        seconds = value
+    else:
+        msg = f"checkpoint must be a number of partitions or a duration, got {value!r}"
+        raise TypeError(msg)
+    if not seconds >= 0 or not math.isfinite(seconds):
+        msg = f"checkpoint duration must be finite and not negative, got {value!r}"
+        raise ValueError(msg)
+    step = int(dask.config.get("dask_hizt.checkpoint-step"))
+    return Checkpoint(max(1, step), seconds, start)
 
 
 @dataclass(frozen=True)

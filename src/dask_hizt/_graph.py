@@ -1,33 +1,23 @@
-"""The only module that builds dask graphs.
+"""The only module that builds dask graphs: a :class:`~dask_hizt._plan.Plan`
+becomes the graph of a compute (:func:`build`)::
 
-A compute of one or more histograms is this graph::
-
-    fill(partition 0..P-1)          one sparse partial per key space, over
-                                    all of its keys
-      -> route (levels of combine)  each level merges up to `split-every`
-                                    groups and splits the key range into up
-                                    to `split-every` owner ranges
+    fill(partition 0..P-1)          one partial per key space (fill layers,
+                                    blockwise on the inputs)
+      -> route                      the tree of :func:`dask_hizt._route.route`
       -> write(owner 0..O-1)        read-merge-write of the owner's chunks
                                     in its fork
       -> commit (one per repository) merge the forks, ONE commit
 
-Each routing level has about P nodes while ranges split, and O x groups
-nodes after; no node holds more than its key range, so no task ever holds a
-whole histogram, and the graph grows like P x levels + O x log(P).
+or, with a checkpoint, batches of that chain (:mod:`dask_hizt._checkpoint`).
 """
 
 from __future__ import annotations
 
-import functools
-import math
-import operator
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import Any
 
 import dask.array as da
-import dask.config
 import icechunk
 from dask.blockwise import (
     BlockwiseDepDict,
@@ -35,11 +25,13 @@ from dask.blockwise import (
     fuse_roots,
     optimize_blockwise,
 )
+from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from ._checkpoint import (
     BatchCommit,
     ChainState,
+    Checkpoint,
     Gate,
     pick_fork,
     snapshot_of,
@@ -47,27 +39,96 @@ from ._checkpoint import (
 )
 from ._commit import Commit, CommitTask
 from ._fill import FillTask
-from ._identity import PartitionInfo
+from ._fill_groups import FillGroup
 from ._inputs import is_awkward
 from ._lazy import FillBlock, make_lazy
-from ._partial import combine, dense_fraction
+from ._plan import Plan
+from ._route import route
 from ._writer import Owner
+from .config import Settings
 from .errors import StoreError
 from .storage import redact
 from .transaction import RepoRef
 
 __all__ = [
-    "Checkpoint",
-    "FillBlock",
-    "GraphSettings",
+    "Built",
     "StoreLayer",
-    "compute_graph",
-    "fill_layer",
+    "awkward_optimize",
+    "build",
     "optimize",
-    "route_and_write",
+    "pending_outputs",
 ]
 
 Key = Hashable
+
+
+@dataclass(frozen=True)
+class Built:
+    """A compute's graph and its output keys, one per repository: the
+    snapshot id of its (last) commit."""
+
+    graph: HighLevelGraph
+    keys: list[Key]
+
+
+def build(
+    plan: Plan, name: str, token: str, checkpoint: Checkpoint | None = None
+) -> Built:
+    """The graph of ``plan``: its fill layers (``hizt-fill-{token}-...``), and
+    one :class:`StoreLayer` ``name`` of routing, owners and commits, whose
+    outputs are ``(name, i)`` for ``plan.commits[i]``."""
+    layers: dict[str, Any] = {}
+    dependencies: dict[str, set[str]] = {}
+    fill_keys: list[Key] = []
+    for g, group in enumerate(plan.groups):
+        layer_name = f"hizt-fill-{token}-{g}"
+        fg = fill_layer(layer_name, plan.fill_task(group), group)
+        layers.update(fg.layers)
+        dependencies.update(fg.dependencies)
+        fill_keys.extend((layer_name, i) for i in range(len(group.infos)))
+    fill_names = [f"hizt-fill-{token}-{g}" for g in range(len(plan.groups))]
+    if plan.staged is not None:
+        layer_name = f"hizt-fill-{token}-staged"
+        staged = {
+            (layer_name, i): (plan.staged.load, list(files))
+            for i, files in enumerate(plan.staged.batches)
+        }
+        layers[layer_name] = MaterializedLayer(staged)
+        dependencies[layer_name] = set()
+        fill_keys.extend(staged)
+        fill_names.append(layer_name)
+    owners = [s.owners for s in plan.spaces]
+    dsk = _store_tasks(
+        name, token, fill_keys, owners, plan.commits, plan.settings, checkpoint
+    )
+    outputs: list[Key] = [(name, i) for i in range(len(plan.commits))]
+    layers[name] = StoreLayer(dsk, fill_names, outputs)
+    dependencies[name] = set(fill_names)
+    return Built(HighLevelGraph(layers, dependencies), outputs)
+
+
+def pending_outputs(
+    groups: Sequence[FillGroup], tasks: Sequence[FillTask], token: str
+) -> list[Delayed]:
+    """The dry fill tasks of ``Hist.pending``, one ``Delayed`` per partition
+    of each group, in order."""
+    graphs = [
+        fill_layer(f"hizt-pending-{token}-{g}", task, group)
+        for g, (group, task) in enumerate(zip(groups, tasks, strict=True))
+    ]
+    layers: dict[str, Any] = {}
+    dependencies: dict[str, set[str]] = {}
+    for fg in graphs:
+        layers.update(fg.layers)
+        dependencies.update(fg.dependencies)
+    graph = HighLevelGraph(layers, dependencies)
+    return [
+        Delayed(
+            (f"hizt-pending-{token}-{g}", i), graph, layer=f"hizt-pending-{token}-{g}"
+        )
+        for g, group in enumerate(groups)
+        for i in range(len(group.infos))
+    ]
 
 
 @dataclass(frozen=True)
@@ -91,114 +152,6 @@ def _where(ref: RepoRef) -> str:
     return ref.url or ref.local_path or "(an icechunk repository)"
 
 
-@dataclass(frozen=True)
-class GraphSettings:
-    """dask_hizt's tunables, read from ``dask.config`` when a graph is built
-    (a ``dask.config.set`` on the client does not reach a cluster's workers).
-
-    Attributes
-    ----------
-    split_every
-        Fan-in of the routing tree (``dask_hizt.split-every``).
-    dense
-        Dense fraction of partials (``dask_hizt.dense-fraction``).
-    commit_retries
-        Attempts of a commit that races others (``dask_hizt.commit-retries``).
-    """
-
-    split_every: int
-    dense: float
-    commit_retries: int
-
-    @classmethod
-    def from_config(cls) -> GraphSettings:
-        """The settings in force now."""
-        return cls(
-            int(dask.config.get("dask_hizt.split-every")),
-            dense_fraction(),
-            int(dask.config.get("dask_hizt.commit-retries")),
-        )
-
-
-def route_and_write(
-    dsk: dict[Key, Any],
-    name: str,
-    fill_keys: Sequence[Key],
-    owners: Sequence[Owner],
-    settings: GraphSettings,
-    space: int | None = None,
-    make_owner: Callable[[int, list[Any]], Any] | None = None,
-) -> list[Key]:
-    """Add routing and owner tasks of one key space to ``dsk``; return the owners' keys.
-
-    Parameters
-    ----------
-    dsk
-        Graph to extend; must already hold ``fill_keys``.
-    name
-        Prefix that makes this key space's key names unique.
-    fill_keys
-        Keys of the fill tasks.
-    owners
-        Owner tasks, in key order (their key ranges tile the key space).
-    settings
-        Fan-in (and fan-out) of the routing tree, and the dense fraction.
-    space
-        Which element of the fill tasks' output tuples is this key space's
-        partial (``None``: the fill output is the partial itself).
-    make_owner
-        Makes the task of owner ``o`` from its routed children; by default
-        ``(owners[o], children)``.
-    """
-    if not fill_keys:
-        return []  # nothing filled: nothing to write
-    f = max(2, settings.split_every)
-    n_owners = len(owners)
-    ranges: list[tuple[int, int]] = [(0, n_owners)]
-    leaves: list[Any] = [
-        k if space is None else (operator.getitem, k, space) for k in fill_keys
-    ]
-    nodes: dict[tuple[int, int], Any] = {(0, g): leaf for g, leaf in enumerate(leaves)}
-    n_groups = len(fill_keys)
-    level = 0
-    while True:
-        level += 1
-        new_ranges: list[tuple[int, int]] = []
-        parent: list[int] = []
-        for ri, (o0, o1) in enumerate(ranges):
-            pieces = min(f, o1 - o0)
-            bounds = [o0 + (o1 - o0) * j // pieces for j in range(pieces + 1)]
-            for a, b in pairwise(bounds):
-                new_ranges.append((a, b))
-                parent.append(ri)
-        new_groups = math.ceil(n_groups / f)
-        final = new_groups == 1 and all(b - a == 1 for a, b in new_ranges)
-        new_nodes: dict[tuple[int, int], Key] = {}
-        for nri, (o0, o1) in enumerate(new_ranges):
-            for ng in range(new_groups):
-                children = [
-                    nodes[(parent[nri], g)]
-                    for g in range(ng * f, min((ng + 1) * f, n_groups))
-                ]
-                key: Key
-                if final:
-                    key = (f"hizt-write-{name}", o0)
-                    dsk[key] = (
-                        (owners[o0], children)
-                        if make_owner is None
-                        else make_owner(o0, children)
-                    )
-                else:
-                    key = (f"hizt-route-{name}", level, nri, ng)
-                    lo = owners[o0].key_range[0]
-                    hi = owners[o1 - 1].key_range[1]
-                    dsk[key] = (combine, children, lo, hi, settings.dense)
-                new_nodes[(nri, ng)] = key
-        if final:
-            return [new_nodes[(i, 0)] for i in range(len(new_ranges))]
-        ranges, nodes, n_groups = new_ranges, dict(new_nodes), new_groups
-
-
 def awkward_optimize() -> Any:
     """dask-awkward's optimizer: the very object its arrays use."""
     from dask_awkward.lib.core import Array  # noqa: PLC0415 - optional dependency
@@ -206,21 +159,16 @@ def awkward_optimize() -> Any:
     return Array.__dask_optimize__
 
 
-def fill_layer(
-    name: str,
-    task: FillTask,
-    slot_keys: Sequence[Sequence[Key]],
-    infos: Sequence[PartitionInfo],
-    inputs: Sequence[Any],
-) -> HighLevelGraph:
-    """The fill tasks of ``len(infos)`` partitions, ``(name, i)``, on top of their inputs.
+def fill_layer(name: str, task: FillTask, group: FillGroup) -> HighLevelGraph:
+    """The fill tasks of a group's partitions, ``(name, i)``, on top of their inputs.
 
-    Each gets its partition's inputs (``slot_keys[slot][i]``) and then its
-    :class:`~dask_hizt._identity.PartitionInfo`. Built as a blockwise layer
+    Each gets its partition's inputs (``group.slot_keys[slot][i]``) and then
+    its :class:`~dask_hizt._identity.PartitionInfo`. Built as a blockwise layer
     where every input is partitioned as ``(collection name, i)``, so that dask
     fuses element-wise work on the inputs (e.g. a weight times a factor) into
     the fill task instead of shipping each derived array to it.
     """
+    infos, inputs, slot_keys = group.infos, group.inputs, group.slot_keys
     n = len(infos)
     per_block = BlockwiseDepDict({(i,): info for i, info in enumerate(infos)})
     names = [
@@ -263,10 +211,16 @@ def fill_layer(
 def optimize(dsk: HighLevelGraph, keys: Sequence[Key]) -> HighLevelGraph:
     """Fuse element-wise work on the inputs into the fill tasks, and have the
     fused fill tasks make their inputs one at a time (see :mod:`._lazy`)."""
+    fills = {
+        n
+        for layer in dsk.layers.values()
+        if isinstance(layer, StoreLayer)
+        for n in layer.fill_names
+    }
     fused = fuse_roots(optimize_blockwise(dsk, keys=list(keys)), keys=list(keys))
     layers = dict(fused.layers)
     for name, layer in layers.items():
-        if name.startswith("hizt-fill-"):
+        if name in fills:
             layers[name] = MaterializedLayer(
                 {k: make_lazy(v) for k, v in layer.items()},
                 annotations=layer.annotations,
@@ -299,13 +253,13 @@ def _mocked(parts: Any) -> None:
     del parts
 
 
-def compute_graph(
+def _store_tasks(
     name: str,
     token: str,
     fill_keys: Sequence[Key],
     spaces: Sequence[Sequence[Owner]],
     commits: Sequence[Commit],
-    settings: GraphSettings,
+    settings: Settings,
     checkpoint: Checkpoint | None = None,
 ) -> dict[Key, Any]:
     """The tasks of one compute after the fills: routing, owners and the commits.
@@ -318,7 +272,7 @@ def compute_graph(
     token
         Suffix that makes the other key names unique.
     fill_keys
-        Keys of the fill tasks (see :func:`fill_layer`).
+        Keys of the fill tasks.
     spaces
         Per key space, its owners in key order.
     commits
@@ -335,33 +289,17 @@ def compute_graph(
             dsk, name, token, fill_keys, spaces, commits, settings, checkpoint
         )
         return dsk
-    where = {s: _where(c.ref) for c in commits for s in c.spaces}
-    writers = [
-        route_and_write(
-            dsk,
-            f"{token}-{s}",
-            fill_keys,
-            owners,
-            settings,
-            space=s,
-            make_owner=functools.partial(_owner, owners, where.get(s, "")),
-        )
-        for s, owners in enumerate(spaces)
-    ]
     for i, c in enumerate(commits):
-        keys = [k for s in c.spaces for k in writers[s]]
-        dsk[(name, i)] = (Guarded(CommitTask(c, f"{name}-{i}"), _where(c.ref)), keys)
+        where = _where(c.ref)
+        writers: list[Key] = []
+        for s in c.spaces:
+            routed = route(dsk, f"{token}-{s}", fill_keys, spaces[s], settings, s)
+            for o, children in enumerate(routed):
+                key = (f"hizt-write-{token}-{s}", o)
+                dsk[key] = (Guarded(spaces[s][o], where), children)
+                writers.append(key)
+        dsk[(name, i)] = (Guarded(CommitTask(c, f"{name}-{i}"), where), writers)
     return dsk
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """Commit every ``batch`` fill tasks, or (``seconds`` not ``None``) after
-    the first batch that ends ``seconds`` after the previous commit."""
-
-    batch: int
-    seconds: float | None
-    start: float
 
 
 def _checkpointed(
@@ -371,7 +309,7 @@ def _checkpointed(
     fill_keys: Sequence[Key],
     spaces: Sequence[Sequence[Owner]],
     commits: Sequence[Commit],
-    settings: GraphSettings,
+    settings: Settings,
     checkpoint: Checkpoint,
 ) -> None:
     """Routing, owners, gates and commits of a checkpointed compute."""
@@ -396,43 +334,31 @@ def _checkpointed(
             )
             writers: list[Key] = []
             for s in c.spaces:
-                writers += route_and_write(
+                routed = route(
                     dsk,
                     f"{token}-{s}-b{b}",
                     [fill_keys[k] for k in batch],
                     spaces[s],
                     settings,
-                    space=s,
-                    make_owner=functools.partial(
-                        _batch_owner, dsk, token, gate, forks, spaces[s], s, b, c.ref
-                    ),
+                    s,
                 )
+                for o, children in enumerate(routed):
+                    # owner o writes through the fork its gate opened, after
+                    # (and with what was carried by) batch b - 1
+                    fork = (f"hizt-fork-{token}", s, b, o)
+                    dsk[fork] = (pick_fork, gate, forks[(s, o)])
+                    before = (f"hizt-write-{token}-{s}-b{b - 1}", o) if b else None
+                    key = (f"hizt-write-{token}-{s}-b{b}", o)
+                    dsk[key] = (
+                        Guarded(write_batch, _where(c.ref)),
+                        spaces[s][o],
+                        fork,
+                        children,
+                        before,
+                    )
+                    writers.append(key)
             step = BatchCommit(c, f"{name}-{i}-{b}", b, len(batches))
             commit = (f"hizt-commit-{token}", i, b)
             dsk[commit] = (Guarded(step, _where(c.ref)), gate, writers)
             prev = commit
         dsk[(name, i)] = (snapshot_of, prev)
-
-
-def _batch_owner(
-    dsk: dict[Key, Any],
-    token: str,
-    gate: Key,
-    forks: Mapping[tuple[int, int], int],
-    owners: Sequence[Owner],
-    s: int,
-    b: int,
-    ref: RepoRef,
-    o: int,
-    children: list[Any],
-) -> Any:
-    """Owner ``o`` of key space ``s`` in batch ``b``: it writes through the
-    fork its gate opened, after (and with what was carried by) batch ``b - 1``."""
-    fork = (f"hizt-fork-{token}", s, b, o)
-    dsk[fork] = (pick_fork, gate, forks[(s, o)])
-    before = (f"hizt-write-{token}-{s}-b{b - 1}", o) if b else None
-    return (Guarded(write_batch, _where(ref)), owners[o], fork, children, before)
-
-
-def _owner(owners: Sequence[Owner], where: str, o: int, children: list[Any]) -> Any:
-    return (Guarded(owners[o], where), children)

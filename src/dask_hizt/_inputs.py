@@ -35,7 +35,6 @@ __all__ = [
     "is_awkward",
     "is_frame",
     "npartitions",
-    "pack_frames",
     "roots",
     "take",
     "where_of",
@@ -142,11 +141,6 @@ class Packed:
 
 def _pack(*parts: Any) -> tuple[Any, ...]:
     return parts
-
-
-def pack_frames(frames: Sequence[Any]) -> Packed:
-    """Pack dask.dataframe Series partition by partition (see :class:`Packed`)."""
-    return Packed(frames)
 
 
 def take(coll: Any, taken: Sequence[int]) -> Any:

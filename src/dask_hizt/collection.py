@@ -10,9 +10,6 @@ axes gain their new categories, in that same commit.
 
 from __future__ import annotations
 
-import datetime as dt
-import math
-import time
 import uuid
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,10 +23,10 @@ from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph
 
 from . import _progress
-from ._checkpoint import parse_duration
-from ._graph import Checkpoint, awkward_optimize, optimize
+from ._checkpoint import parse_checkpoint
+from ._graph import Built, awkward_optimize, build, optimize, pending_outputs
 from ._inputs import is_awkward
-from ._plan import Plan, pending, plan
+from ._plan import pending, plan
 from ._request import Fill, Request, bind, queue
 from ._stage import StagedFile
 from .schema import Schema, axis_from_bins
@@ -50,8 +47,8 @@ class _Computes(DaskMethodsMixin):
     """
 
     _id: str
-    _plan_cache: tuple[str, Plan] | None
-    _pinned: tuple[list[list[str]], tuple[str, Plan]] | None = None
+    _plan_cache: tuple[str, _Planned] | None
+    _pinned: tuple[list[list[str]], _Planned] | None = None
     _checkpoint: Any = None
 
     def _hists(self) -> list[Hist]:
@@ -93,17 +90,17 @@ class _Computes(DaskMethodsMixin):
         finally:
             self._checkpoint = before
 
-    def _plan(self) -> tuple[str, Plan]:
+    def _plan(self) -> _Planned:
         return _cached_plan(self, self._requests())
 
     def __dask_graph__(self) -> HighLevelGraph:
-        return self._plan()[1].graph
+        return self._plan().built.graph
 
     def __dask_keys__(self) -> list[Key]:
-        return self._plan()[1].keys
+        return self._plan().built.keys
 
     def __dask_layers__(self) -> tuple[str, ...]:
-        return (self._plan()[0],)
+        return (self._plan().name,)
 
     def __dask_tokenize__(self) -> str:
         # Without planning: a token must not read inputs or storage.
@@ -231,7 +228,7 @@ class Hist(_Computes):
         # eager fills staged by dask_hizt.runner, folded in by the compute
         self._staged: list[StagedFile] = []
         self._id = uuid.uuid4().hex
-        self._plan_cache: tuple[str, Plan] | None = None
+        self._plan_cache: tuple[str, _Planned] | None = None
 
     # ------------------------------------------------------------ public ---
 
@@ -302,7 +299,7 @@ class Hist(_Computes):
         >>> h.fill(x=ddf.x).pending()  # doctest: +SKIP
         ['pq:part.0.parquet:all#9e0b4c1d2a7f3e6b', 'pq:part.1.parquet:all#...']
         """
-        return pending([self._request()])[0]
+        return _pending([self._request()])[0]
 
     def __repr__(self) -> str:
         axes = ", ".join(repr(a) for a in self._schema.hist_axes())
@@ -336,56 +333,43 @@ def _fill_tokens(requests: Sequence[Request]) -> list[list[str]]:
     return [[f.token() for f in r.fills] + [f.file for f in r.staged] for r in requests]
 
 
-def _cached_plan(owner: _Computes, requests: Sequence[Request]) -> tuple[str, Plan]:
+@dataclass(frozen=True)
+class _Planned:
+    """A compute's graph (output layer ``name``), and per request the index
+    of the output holding its snapshot id."""
+
+    name: str
+    built: Built
+    output_of: tuple[int, ...]
+
+
+def _cached_plan(owner: _Computes, requests: Sequence[Request]) -> _Planned:
     fills = _fill_tokens(requests)
     pinned = owner._pinned
     if pinned is not None and pinned[0] == fills:
         return pinned[1]
-    checkpoint = _parse_checkpoint(owner._checkpoint)
+    checkpoint = parse_checkpoint(owner._checkpoint)
     tips = [r.ref.repo.lookup_branch(r.branch) for r in requests]
     every = None if checkpoint is None else (checkpoint.batch, checkpoint.seconds)
     token = tokenize(owner._id, tips, fills, every)
-    name = f"hizt-commit-{token}"
     cached = owner._plan_cache
     if cached is None or cached[0] != token:
-        cached = owner._plan_cache = (token, plan(requests, name, token, checkpoint))
+        name = f"hizt-commit-{token}"
+        p = plan(requests)
+        planned = _Planned(name, build(p, name, token, checkpoint), p.output_of)
+        cached = owner._plan_cache = (token, planned)
     # dask asks for the graph, the keys and the post-compute step at different
     # moments of one compute; a commit landing in between must not make them
     # come from two plans. The plan stays pinned until __dask_postcompute__.
-    owner._pinned = (fills, (name, cached[1]))
-    return name, cached[1]
+    owner._pinned = (fills, cached[1])
+    return cached[1]
 
 
-def _parse_checkpoint(value: Any) -> Checkpoint | None:
-    """A ``checkpoint=`` argument (or the ``dask_hizt.checkpoint`` setting)."""
-    if value is None:
-        value = dask.config.get("dask_hizt.checkpoint", None)
-    if value is None:
-        return None
-    start = time.time()
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 1:
-            msg = f"checkpoint must be at least 1 partition, got {value}"
-            raise ValueError(msg)
-        return Checkpoint(value, None, start)
-    if isinstance(value, dt.timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, str):
-        try:
-            seconds = parse_duration(value)
-        except ValueError as err:
-            msg = f"checkpoint {value!r} is neither a number of partitions nor a duration: {err}"
-            raise ValueError(msg) from err
-    elif isinstance(value, float):
-        seconds = value
-    else:
-        msg = f"checkpoint must be a number of partitions or a duration, got {value!r}"
-        raise TypeError(msg)
-    if not seconds >= 0 or not math.isfinite(seconds):
-        msg = f"checkpoint duration must be finite and not negative, got {value!r}"
-        raise ValueError(msg)
-    step = int(dask.config.get("dask_hizt.checkpoint-step"))
-    return Checkpoint(max(1, step), seconds, start)
+def _pending(requests: Sequence[Request]) -> list[list[str]]:
+    """``pending()``: what is known unread, and what the dry fill tasks find."""
+    p = pending(requests)
+    found = dask.base.compute(*pending_outputs(p.groups, p.tasks, uuid.uuid4().hex))
+    return p.answer(found)
 
 
 class HistSet(_Computes):
@@ -410,21 +394,21 @@ class HistSet(_Computes):
             raise TypeError(msg)
         self._checkpoint = checkpoint
         self._id = uuid.uuid4().hex
-        self._plan_cache: tuple[str, Plan] | None = None
+        self._plan_cache: tuple[str, _Planned] | None = None
 
     def _hists(self) -> list[Hist]:
         return self.hists
 
     def pending(self) -> list[list[str]]:
         """Per histogram, what :meth:`Hist.pending` gives."""
-        return pending(self._requests())
+        return _pending(self._requests())
 
     def __len__(self) -> int:
         return len(self.hists)
 
     def __dask_postcompute__(self) -> tuple[Any, tuple[Any, ...]]:
         targets = [(h._ref, h._path) for h in self.hists]
-        output_of = self._plan()[1].output_of
+        output_of = self._plan().output_of
         self._pinned = None  # the next compute plans anew
         return _finalize_set, (targets, output_of)
 

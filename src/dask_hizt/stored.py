@@ -12,10 +12,9 @@ import hist
 import icechunk
 import numpy as np
 import numpy.typing as npt
-import zarr
 from dask.base import tokenize
 
-from . import _damage, _display, _read
+from . import _display, _read
 from .errors import StoreError
 from .layout import Layout
 from .schema import ATTR_KEY, Schema
@@ -91,21 +90,9 @@ class StoredHist:
         """Shape and chunking of the stored arrays."""
         return self._layout
 
-    def _field(self, name: str) -> npt.NDArray[Any]:
-        arr = zarr.open_array(self._session.store, path=f"{self.path}/{name}")
-        return _damage.read(arr, self.path, name, ...)
-
     def to_hist(self) -> hist.Hist:  # type: ignore[type-arg]
         """The whole histogram, flow bins included, as a ``hist.Hist``."""
-        h = self._schema.empty_hist()
-        view: Any = h.view(flow=True)
-        fields = self._schema.spec.fields
-        if fields == ("value",):
-            view[...] = self._field("value")
-        else:
-            for name in fields:
-                view[name] = self._field(name)
-        return h
+        return _read.read_full(self._session.store, self._schema, self.path)
 
     def view(self, flow: bool = False) -> Any:
         """The bin contents, as boost-histogram's ``view``."""
