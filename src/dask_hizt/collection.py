@@ -28,12 +28,11 @@ from ._graph import Built, awkward_optimize, build, optimize, pending_outputs
 from ._inputs import is_awkward
 from ._plan import pending, plan
 from ._request import Fill, Request, bind, queue
-from ._stage import StagedFile
 from .schema import Schema, axis_from_bins
 from .stored import StoredHist
 from .transaction import RepoRef, check_path, existing_schema
 
-__all__ = ["Hist", "HistSet", "compute", "histogram"]
+__all__ = ["Hist", "HistSet", "Requests", "compute", "histogram"]
 
 Key = Hashable
 
@@ -51,11 +50,8 @@ class _Computes(DaskMethodsMixin):
     _pinned: tuple[list[list[str]], _Planned] | None = None
     _checkpoint: Any = None
 
-    def _hists(self) -> list[Hist]:
-        raise NotImplementedError
-
     def _requests(self) -> list[Request]:
-        return [h._request() for h in self._hists()]
+        raise NotImplementedError
 
     def compute(
         self, *, checkpoint: Any = None, progress: bool = False, **kwargs: Any
@@ -126,6 +122,25 @@ class _Computes(DaskMethodsMixin):
     def __dask_postpersist__(self) -> tuple[Any, tuple[Any, ...]]:
         return _Rebuilt.rebuild, (self,)
 
+    def __dask_postcompute__(self) -> tuple[Any, tuple[Any, ...]]:
+        targets = [(r.ref, r.path) for r in self._requests()]
+        output_of = self._plan().output_of
+        self._pinned = None  # the next compute plans anew
+        return _finalize_set, (targets, output_of)
+
+
+class Requests(_Computes):
+    """Requests computed together, without ``Hist`` objects (the runner's
+    staged fills): a list of :class:`~dask_hizt.stored.StoredHist`."""
+
+    def __init__(self, requests: Sequence[Request]) -> None:
+        self._fixed = list(requests)
+        self._id = uuid.uuid4().hex
+        self._plan_cache: tuple[str, _Planned] | None = None
+
+    def _requests(self) -> list[Request]:
+        return self._fixed
+
 
 def _optimize(dsk: Any, keys: Any, **kwargs: Any) -> Any:
     """Fuse element-wise work on the inputs into the fill tasks, made lazily."""
@@ -162,7 +177,7 @@ class _Rebuilt(DaskMethodsMixin):
         return self._of.__dask_tokenize__()
 
     def __dask_postcompute__(self) -> tuple[Any, tuple[Any, ...]]:
-        return self._of.__dask_postcompute__()  # type: ignore[attr-defined,no-any-return]
+        return self._of.__dask_postcompute__()
 
     def __dask_postpersist__(self) -> tuple[Any, tuple[Any, ...]]:
         return _Rebuilt.rebuild, (self._of,)
@@ -225,8 +240,6 @@ class Hist(_Computes):
         if stored is not None:
             self._schema.check_same(stored, f"histogram {self._path!r}")
         self._fills: list[Fill] = []
-        # eager fills staged by dask_hizt.runner, folded in by the compute
-        self._staged: list[StagedFile] = []
         self._id = uuid.uuid4().hex
         self._plan_cache: tuple[str, _Planned] | None = None
 
@@ -308,8 +321,8 @@ class Hist(_Computes):
             f"path={self._path!r}, fills={len(self._fills)})"
         )
 
-    def _hists(self) -> list[Hist]:
-        return [self]
+    def _requests(self) -> list[Request]:
+        return [self._request()]
 
     def _request(self) -> Request:
         return Request(
@@ -319,7 +332,6 @@ class Hist(_Computes):
             self._schema,
             self._chunk_bytes,
             tuple(self._fills),
-            tuple(self._staged),
         )
 
     def __dask_postcompute__(self) -> tuple[Any, tuple[Any, ...]]:
@@ -396,8 +408,8 @@ class HistSet(_Computes):
         self._id = uuid.uuid4().hex
         self._plan_cache: tuple[str, _Planned] | None = None
 
-    def _hists(self) -> list[Hist]:
-        return self.hists
+    def _requests(self) -> list[Request]:
+        return [h._request() for h in self.hists]
 
     def pending(self) -> list[list[str]]:
         """Per histogram, what :meth:`Hist.pending` gives."""
@@ -405,12 +417,6 @@ class HistSet(_Computes):
 
     def __len__(self) -> int:
         return len(self.hists)
-
-    def __dask_postcompute__(self) -> tuple[Any, tuple[Any, ...]]:
-        targets = [(h._ref, h._path) for h in self.hists]
-        output_of = self._plan().output_of
-        self._pinned = None  # the next compute plans anew
-        return _finalize_set, (targets, output_of)
 
 
 def compute(

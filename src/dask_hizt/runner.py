@@ -34,9 +34,9 @@ import boost_histogram as bh
 import dask
 import dask.base
 
-from ._request import bind
+from ._request import Request, bind
 from ._stage import StagedFile, stage_fill
-from .collection import Hist, HistSet
+from .collection import Requests
 from .errors import FillError, StoreError
 from .schema import Schema
 from .stored import StoredHist
@@ -140,27 +140,23 @@ class Staging:
         arguments go to ``dask.compute``. Returns the histograms as committed,
         by path; staged files are removed once they are in.
         """
-        hists = []
+        requests = []
         for path, (schema, chunk_bytes) in self._schemas.items():
             # the plan leaves out the chunks of events already committed
-            todo = [f for f in self._files if f.path == path]
-            if not todo:
-                continue
-            with dask.config.set({"dask_hizt.chunk-bytes": chunk_bytes}):
-                h = Hist(
-                    *schema.hist_axes(),
-                    storage=schema.storage(),
-                    store=self._ref,
-                    path=path,
-                    branch=self._branch,
+            todo = tuple(f for f in self._files if f.path == path)
+            if todo:
+                requests.append(
+                    Request(
+                        self._ref, self._branch, path, schema, chunk_bytes, (), todo
+                    )
                 )
-            h._staged = todo
-            hists.append(h)
-        stored = list(dask.base.compute(HistSet(hists), **kwargs)[0]) if hists else []
+        stored = (
+            list(dask.base.compute(Requests(requests), **kwargs)[0]) if requests else []
+        )
         for f in self._files:
             with contextlib.suppress(FileNotFoundError):
                 Path(f.file).unlink()
-        return {h.path: s for h, s in zip(hists, stored, strict=True)}
+        return {r.path: s for r, s in zip(requests, stored, strict=True)}
 
 
 class StagingHist:
