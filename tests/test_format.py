@@ -15,9 +15,19 @@ from typing import Any
 import boost_histogram as bh
 import hist
 import icechunk
+import numpy as np
+import pytest
 import zarr
 
 import dask_hizt as dh
+from dask_hizt.schema import (
+    STORAGES,
+    AxisKind,
+    AxisSpec,
+    Schema,
+    StorageKind,
+    Transform,
+)
 
 # path -> (axes, storage, fill arguments); every axis kind, flow option,
 # transform, growth, boost-histogram metadata and storage appears once
@@ -95,3 +105,114 @@ def test_group_attrs_are_those_of_format_version_1(tmp_path: Path) -> None:
     for path, literal in ATTRS.items():
         attrs = zarr.open_group(store, path=path, mode="r").attrs.asdict()
         assert json.dumps(attrs) == literal, path
+
+
+@pytest.mark.parametrize("path", list(ATTRS))
+def test_stored_json_reads_back_to_the_same_bytes(path: str) -> None:
+    doc = json.loads(ATTRS[path])
+    meta = doc.pop("dask_hizt")
+    schema = Schema.from_json(doc)
+    assert json.dumps(schema.to_json()) == json.dumps(doc)
+    assert list(schema.spec.fields) == meta["fields"]
+    # the same axes as the hist axes they were written from (growing axes
+    # have the categories their fills met)
+    axes, storage, _ = HISTOGRAMS[path]
+    Schema.from_axes(axes, storage).check_same(schema, path)
+    assert schema.shape == tuple(a.extent for a in schema.hist_axes())
+    for spec in schema.axes:
+        assert AxisSpec.from_json(spec.to_json()) == spec
+        assert AxisSpec.from_axis(spec.hist_axis()) == spec
+
+
+def test_axis_records_say_what_each_axis_is() -> None:
+    def kinds(path: str) -> list[AxisKind]:
+        axes, storage, _ = HISTOGRAMS[path]
+        return [a.kind for a in Schema.from_axes(axes, storage).axes]
+
+    dense = [AxisKind.REGULAR] * 3 + [AxisKind.VARIABLE, AxisKind.INTEGER]
+    assert kinds("dense") == dense
+    assert kinds("transforms") == [AxisKind.REGULAR] * 3
+    assert kinds("boost") == [
+        AxisKind.STR_CATEGORY,
+        AxisKind.INTEGER,
+        AxisKind.INT_CATEGORY,
+        AxisKind.REGULAR,
+        AxisKind.VARIABLE,
+    ]
+    axes = Schema.from_json(json.loads(ATTRS["categories"])).axes
+    assert [a.kind for a in axes] == [
+        AxisKind.BOOLEAN,
+        AxisKind.INT_CATEGORY,
+        AxisKind.STR_CATEGORY,
+        AxisKind.STR_CATEGORY,
+        AxisKind.INT_CATEGORY,
+    ]
+    assert [a.is_category for a in axes] == [False, True, True, True, True]
+    assert not any(a.is_dense for a in axes)
+    assert [a.growth for a in axes] == [False, False, False, True, True]
+    assert [a.extent for a in axes] == [2, 4, 2, 1, 1]
+    assert axes[3].categories == ("QCD",)
+    assert (axes[3].name, axes[3].label) == ("dataset", "DS")
+    log = Schema.from_json(json.loads(ATTRS["transforms"])).axes[0]
+    assert (log.size, log.extent, log.transform) == (5, 7, Transform("log"))
+    boost = Schema.from_json(json.loads(ATTRS["boost"])).axes
+    assert [a.metadata for a in boost] == ["dataset", 7, True, 0.5, None]
+    assert [a.name for a in boost] == [""] * 5
+
+
+def test_unknown_axis_types_and_transforms_are_refused() -> None:
+    with pytest.raises(dh.SchemaMismatchError, match="unknown axis type 'polar'"):
+        AxisSpec.from_json({"type": "polar", "metadata": {"name": "r"}})
+    with pytest.raises(dh.SchemaMismatchError, match="unknown axis transform 'exp'"):
+        AxisSpec.from_json(
+            {
+                "type": "variable",
+                "edges": [1.0, 2.0],
+                "underflow": True,
+                "overflow": True,
+                "circular": False,
+                "writer_info": {"dask_hizt": {"kind": "regular", "transform": "exp"}},
+            }
+        )
+
+
+# storage -> single_field, takes_weight, takes_sample
+STORAGE_TRAITS = {
+    bh.storage.Double: (True, True, False),
+    bh.storage.Int64: (True, False, False),
+    bh.storage.Weight: (False, True, False),
+    bh.storage.Mean: (False, False, True),
+    bh.storage.WeightedMean: (False, True, True),
+}
+
+
+@pytest.mark.parametrize("storage", list(STORAGE_TRAITS), ids=lambda s: s.__name__)
+def test_storage_records_say_what_fills_take(storage: Any, repo_path: Path) -> None:
+    spec = STORAGES[storage]
+    single, weight, sample = STORAGE_TRAITS[storage]
+    assert (spec.single_field, spec.takes_weight, spec.takes_sample) == (
+        single,
+        weight,
+        sample,
+    )
+    assert spec.algebra.mean is sample
+    assert StorageKind(spec.uhi_type) is spec.kind
+    # a single field is a plain view, others a structured one
+    view = bh.Histogram(bh.axis.Regular(2, 0, 1), storage=storage()).view()
+    assert (np.asarray(view).dtype.names is None) is single
+    assert [f.shape for f in spec.unpack(view)] == [(2,)] * len(spec.fields)
+    # fills are refused weight= and sample= as the record says
+    axis = hist.axis.Regular(2, 0, 1, name="x")
+    h = dh.Hist(axis, storage=storage(), store=repo_path, path="h")
+    samples = {"sample": [1.0]} if sample else {}
+    if weight:
+        h.fill(x=[0.5], weight=[2.0], **samples)
+    else:
+        with pytest.raises(dh.FillError, match="weight= cannot be used"):
+            h.fill(x=[0.5], weight=[2.0], **samples)
+    if sample:
+        with pytest.raises(dh.FillError, match="needs sample="):
+            h.fill(x=[0.5])
+    else:
+        with pytest.raises(dh.FillError, match="sample= is only for"):
+            h.fill(x=[0.5], sample=[1.0])

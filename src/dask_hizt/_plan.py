@@ -34,7 +34,6 @@ from dask.delayed import Delayed, delayed
 from dask.highlevelgraph import HighLevelGraph
 from dask.utils import parse_bytes
 
-from . import __version__
 from ._commit import Commit
 from ._fill import Arg, FillSpec, FillTask, Target
 from ._graph import (
@@ -58,9 +57,10 @@ from ._inputs import (
 from ._ledger import committed
 from ._request import Fill, Request
 from ._stage import StagedLoad, read_header
+from ._version import __version__
 from ._writer import Owner, Segment
 from .errors import FillError
-from .schema import ATTR_KEY, growing
+from .schema import ATTR_KEY, AxisKind, AxisSpec
 from .transaction import Creation, RepoRef, prepare, read_histogram_meta
 
 __all__ = ["Plan", "plan"]
@@ -313,7 +313,7 @@ def _growth(requests: Sequence[Request]) -> dict[int, dict[int, list[Any]]]:
     pieces: dict[int, dict[int, list[Any]]] = {}
     lazy: list[Any] = []
     for req, t in zip(requests, target_of, strict=True):
-        axes = [i for i, a in enumerate(req.schema.axes) if growing(a)]
+        axes = [i for i, a in enumerate(req.schema.axes) if a.growth]
         if not axes:
             continue
         per_axis = pieces.setdefault(t, {i: [] for i in axes})
@@ -364,16 +364,16 @@ def _merge_in_order(parts: Sequence[list[Any]]) -> list[Any]:
     return list(dict.fromkeys(v for p in parts for v in p))
 
 
-def _check_category_values(axis: Mapping[str, Any], values: Sequence[Any]) -> None:
+def _check_category_values(axis: AxisSpec, values: Sequence[Any]) -> None:
     """Refuse values of the wrong type before they become categories."""
-    want = str if axis["type"] == "category_str" else int
+    want = str if axis.kind is AxisKind.STR_CATEGORY else int
     bad = [
         v
         for v in values
         if not isinstance(v, want) or (isinstance(v, bool) and want is int)
     ]
     if bad:
-        name = axis["metadata"]["name"] or "<unnamed>"
+        name = axis.name or "<unnamed>"
         msg = f"axis {name!r} takes {want.__name__} categories, got {bad[:3]!r}"
         raise FillError(msg)
 

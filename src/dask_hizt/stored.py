@@ -99,11 +99,11 @@ class StoredHist:
         """The whole histogram, flow bins included, as a ``hist.Hist``."""
         h = self._schema.empty_hist()
         view: Any = h.view(flow=True)
-        fields = self._schema.spec.fields
-        if fields == ("value",):
+        spec = self._schema.spec
+        if spec.single_field:
             view[...] = self._field("value")
         else:
-            for name in fields:
+            for name in spec.fields:
                 view[name] = self._field(name)
         return h
 
