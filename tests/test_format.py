@@ -27,6 +27,7 @@ from dask_hizt.schema import (
     Schema,
     StorageKind,
     Transform,
+    TransformKind,
 )
 
 # path -> (axes, storage, fill arguments); every axis kind, flow option,
@@ -154,7 +155,7 @@ def test_axis_records_say_what_each_axis_is() -> None:
     assert axes[3].categories == ("QCD",)
     assert (axes[3].name, axes[3].label) == ("dataset", "DS")
     log = Schema.from_json(json.loads(ATTRS["transforms"])).axes[0]
-    assert (log.size, log.extent, log.transform) == (5, 7, Transform("log"))
+    assert (log.size, log.extent, log.transform) == (5, 7, Transform(TransformKind.LOG))
     boost = Schema.from_json(json.loads(ATTRS["boost"])).axes
     assert [a.metadata for a in boost] == ["dataset", 7, True, 0.5, None]
     assert [a.name for a in boost] == [""] * 5

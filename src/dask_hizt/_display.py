@@ -294,9 +294,11 @@ def _svg(h: hist.Hist) -> str:  # type: ignore[type-arg]
 
 
 class Displayed(Protocol):
-    """What the notebook display reads of a stored histogram: a
-    :class:`~dask_hizt.stored.StoredHist`, which imports this module (so
-    this module names only what it needs)."""
+    """What the notebook display reads of a stored histogram.
+
+    A :class:`~dask_hizt.stored.StoredHist`; named by what it has, since
+    ``stored`` imports this module and the two must not import each other.
+    """
 
     path: str
     snapshot_id: str

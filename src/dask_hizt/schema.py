@@ -40,6 +40,7 @@ __all__ = [
     "StorageKind",
     "StorageSpec",
     "Transform",
+    "TransformKind",
     "axis_from_bins",
 ]
 
@@ -159,26 +160,42 @@ class AxisKind(enum.Enum):
 
 _DENSE = frozenset({AxisKind.REGULAR, AxisKind.INTEGER, AxisKind.VARIABLE})
 _CATEGORIES = frozenset({AxisKind.INT_CATEGORY, AxisKind.STR_CATEGORY})
-#: The transforms without parameters, by the name they are stored under;
-#: ``pow`` has its power.
-_NAMED_TRANSFORMS: dict[str, bh.axis.transform.AxisTransform] = {
-    "log": bh.axis.transform.log,
-    "sqrt": bh.axis.transform.sqrt,
+
+
+class TransformKind(enum.Enum):
+    """The transforms of a Regular axis that can be kept on disk (the value
+    is the name they are stored under)."""
+
+    LOG = "log"
+    SQRT = "sqrt"
+    POW = "pow"
+
+
+#: The transforms without a parameter.
+_PLAIN_TRANSFORMS: dict[TransformKind, bh.axis.transform.AxisTransform] = {
+    TransformKind.LOG: bh.axis.transform.log,
+    TransformKind.SQRT: bh.axis.transform.sqrt,
 }
 
 
 @dataclass(frozen=True)
 class Transform:
-    """The transform of a Regular axis: ``log``, ``sqrt`` or ``pow`` with a ``power``."""
+    """The transform of a Regular axis, with the ``power`` of a ``POW``
+    (``None`` for the others)."""
 
-    name: str
+    kind: TransformKind
     power: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.power is None) is (self.kind is TransformKind.POW):
+            msg = f"a {self.kind.value} transform with power={self.power!r}"
+            raise ValueError(msg)
 
     def boost(self) -> bh.axis.transform.AxisTransform:
         """The boost-histogram transform."""
-        if self.power is not None:  # only pow has a power
+        if self.power is not None:  # a POW
             return bh.axis.transform.Pow(self.power)
-        return _NAMED_TRANSFORMS[self.name]
+        return _PLAIN_TRANSFORMS[self.kind]
 
 
 @dataclass(frozen=True)
@@ -390,7 +407,10 @@ class AxisSpec:
         if self.kind is AxisKind.REGULAR and self.transform is not None:
             # UHI has no transforms: a reader that ignores writer_info still
             # sees the true edges of a variable axis.
-            info: dict[str, Any] = {"kind": "regular", "transform": self.transform.name}
+            info: dict[str, Any] = {
+                "kind": "regular",
+                "transform": self.transform.kind.value,
+            }
             if self.transform.power is not None:
                 info["power"] = self.transform.power
             info["bins"] = self.bins
@@ -472,19 +492,20 @@ class AxisSpec:
             circular=bool(data["circular"]),
         )
         if "transform" in info:
-            name = info["transform"]
-            if name not in (*_NAMED_TRANSFORMS, "pow"):
-                msg = f"unknown axis transform {name!r} in stored schema"
-                raise SchemaMismatchError(msg)
+            try:
+                transform = TransformKind(info["transform"])
+            except ValueError:
+                msg = f"unknown axis transform {info['transform']!r} in stored schema"
+                raise SchemaMismatchError(msg) from None
             edges = tuple(float(e) for e in data["edges"])
-            power = None if name != "pow" else float(info["power"])
+            power = float(info["power"]) if transform is TransformKind.POW else None
             return dense(
                 AxisKind.REGULAR,
                 bins=int(info["bins"]),
                 lower=edges[0],
                 upper=edges[-1],
                 edges=edges,
-                transform=Transform(name, power),
+                transform=Transform(transform, power),
             )
         if kind == "variable":
             return dense(
@@ -529,10 +550,10 @@ def _transform(axis: bh.axis.Regular, name: str) -> Transform:
     """How a Regular axis' transform is recorded; refuses arbitrary functions."""
     t = axis.transform
     if isinstance(t, bh.axis.transform.Pow):
-        return Transform("pow", float(t.power))
-    for known, named in _NAMED_TRANSFORMS.items():
-        if t == named:
-            return Transform(known)
+        return Transform(TransformKind.POW, float(t.power))
+    for kind, plain in _PLAIN_TRANSFORMS.items():
+        if t == plain:
+            return Transform(kind)
     msg = (
         f"axis {name!r}: transform {t!r} cannot be stored faithfully; "
         "use log, sqrt, Pow or a Variable axis"
