@@ -26,7 +26,6 @@ from conftest import damage
 from zarr.core.sync import sync
 
 import dask_hizt as dh
-from dask_hizt._algebra import for_storage
 from dask_hizt._chunkio import ChunkFormat, basic_region, open_format
 from dask_hizt._partial import Partial, finish
 from dask_hizt._read import _Field
@@ -110,7 +109,7 @@ def _fields(h: hist.Hist, schema: Schema) -> list[npt.NDArray[Any]]:
 def _partial(h: hist.Hist, schema: Schema) -> Partial:
     """The partial histogram a fill of ``h``'s entries gives (dense or sparse)."""
     fields = tuple(LAYOUT.chunk_major(f) for f in _fields(h, schema))
-    return finish(0, LAYOUT.n_keys, fields, for_storage(schema.spec.uhi_type))
+    return finish(0, LAYOUT.n_keys, fields, schema.spec.algebra)
 
 
 def _write_one(

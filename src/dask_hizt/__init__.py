@@ -7,12 +7,10 @@ objects from any committed snapshot.
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import version as _version
 from typing import TYPE_CHECKING, Any
 
-__version__ = _version("dask-hizt")
-
 from . import config as _config
+from ._version import __version__
 
 if TYPE_CHECKING:
     from .collection import Hist, HistSet, compute, histogram

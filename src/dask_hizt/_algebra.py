@@ -8,6 +8,7 @@ sum-of-squares formulas would cancel. Removing a part from a total (needed
 to replay our additions on top of a concurrent commit) runs them backwards.
 
 Fields are tuples of equally shaped arrays, in the storage's field order.
+Which algebra a storage has is :attr:`dask_hizt.schema.StorageSpec.algebra`.
 """
 
 from __future__ import annotations
@@ -17,16 +18,22 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["SUM", "Algebra", "for_storage", "samples"]
+__all__ = ["MEAN", "SUM", "WEIGHTED_MEAN", "WEIGHTED_SUM", "Algebra"]
 
 Array = npt.NDArray[Any]
 Fields = tuple[Array, ...]
 
 
 class Algebra:
-    """Sum storages: every field adds."""
+    """Sum storages: every field adds; an entry adds its weight (Double, Int64)."""
 
     mean = False
+
+    def entries(self, weight: Array | None, sample: Array | None) -> list[Array | None]:
+        """Per-entry fields of filled entries, for
+        :func:`dask_hizt._partial.from_entries` (``None``: 1 per entry)."""
+        del sample  # sum storages take none
+        return [weight]
 
     def merge(self, a: Fields, b: Fields) -> Fields:
         """The bins of ``a`` and ``b`` together."""
@@ -46,6 +53,14 @@ class Algebra:
         return tuple(np.add.reduceat(f, starts) for f in fields)
 
 
+class _WeightedSumAlgebra(Algebra):
+    """Weight: the sum of weights and the sum of their squares (the variance)."""
+
+    def entries(self, weight: Array | None, sample: Array | None) -> list[Array | None]:
+        del sample
+        return [weight, None if weight is None else weight * weight]
+
+
 class _MeanAlgebra(Algebra):
     """Mean (count, mean, M2) and WeightedMean (W, W2, mean, M2).
 
@@ -60,6 +75,17 @@ class _MeanAlgebra(Algebra):
     def _split(self, f: Fields) -> tuple[Fields, Array, Array, Array]:
         additive = f[: self.n_additive]
         return additive, additive[0], f[self.n_additive], f[self.n_additive + 1]
+
+    def entries(self, weight: Array | None, sample: Array | None) -> list[Array | None]:
+        if sample is None:
+            msg = "a mean storage is filled with samples"
+            raise ValueError(msg)
+        zeros = np.zeros_like(sample, dtype=np.float64)
+        mean = sample.astype(np.float64, copy=False)
+        if self.n_additive == 1:  # Mean: one count per entry, weights are refused
+            return [np.ones_like(zeros), mean, zeros]
+        w = np.ones_like(zeros) if weight is None else weight
+        return [w, w * w, mean, zeros]
 
     def merge(self, a: Fields, b: Fields) -> Fields:
         add_a, wa, ma, qa = self._split(a)
@@ -99,21 +125,6 @@ class _MeanAlgebra(Algebra):
 
 
 SUM = Algebra()
-_ALGEBRAS = {
-    "mean": _MeanAlgebra(1),
-    "weighted_mean": _MeanAlgebra(2),
-}
-
-
-def for_storage(uhi_type: str) -> Algebra:
-    """The algebra of a storage, by its UHI storage type."""
-    return _ALGEBRAS.get(uhi_type, SUM)
-
-
-def samples(n_fields: int, weight: Array | None, sample: Array) -> Fields:
-    """Per-entry fields of Mean/WeightedMean entries, ready for ``reduce_groups``."""
-    zeros = np.zeros_like(sample, dtype=np.float64)
-    if n_fields == 3:  # Mean: one count per entry
-        return (np.ones_like(zeros), sample.astype(np.float64, copy=False), zeros)
-    w = np.ones_like(zeros) if weight is None else weight
-    return (w, w * w, sample.astype(np.float64, copy=False), zeros)
+WEIGHTED_SUM = _WeightedSumAlgebra()
+MEAN = _MeanAlgebra(1)
+WEIGHTED_MEAN = _MeanAlgebra(2)

@@ -12,7 +12,7 @@ import io
 import itertools
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import boost_histogram as bh
 import hist
@@ -22,10 +22,12 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from .stored import StoredHist
+    from .layout import Layout
+    from .schema import Schema
 
 __all__ = [
     "REPR_MAX_BINS",
+    "Displayed",
     "axis_kind",
     "bin_labels",
     "describe_axis",
@@ -291,7 +293,32 @@ def _svg(h: hist.Hist) -> str:  # type: ignore[type-arg]
     return text_[text_.find("<svg") :]
 
 
-def repr_html(stored: StoredHist, where: str, *, max_bins: int = REPR_MAX_BINS) -> str:
+class Displayed(Protocol):
+    """What the notebook display reads of a stored histogram.
+
+    A :class:`~dask_hizt.stored.StoredHist`; named by what it has, since
+    ``stored`` imports this module and the two must not import each other.
+    """
+
+    path: str
+    snapshot_id: str
+
+    @property
+    def schema(self) -> Schema:
+        """Axes and storage."""
+        ...
+
+    @property
+    def layout(self) -> Layout:
+        """Shape and chunking of the stored arrays."""
+        ...
+
+    def to_hist(self) -> hist.Hist:  # type: ignore[type-arg]
+        """Every bin, read."""
+        ...
+
+
+def repr_html(stored: Displayed, where: str, *, max_bins: int = REPR_MAX_BINS) -> str:
     """The notebook display of a stored histogram.
 
     A table of path, snapshot, repository, storage and sum, a table of the
@@ -344,7 +371,7 @@ def repr_html(stored: StoredHist, where: str, *, max_bins: int = REPR_MAX_BINS) 
         f"<tr><td>{i}</td><td>{e(ax.name)}</td><td>{e(ax.label if ax.label != ax.name else '')}"
         f"</td><td>{e(axis_kind(ax))}</td><td style='text-align:left'>"
         f"{e(describe_axis(ax))}</td></tr>"
-        for i, ax in enumerate(stored.axes)
+        for i, ax in enumerate(schema.hist_axes())
     )
     parts = [
         "<div class='dask-hizt'>",

@@ -24,12 +24,11 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from ._algebra import for_storage, samples
 from ._identity import PartitionInfo, array_digest, content_digest, content_id
 from ._partial import Partial, combine, empty, finish, from_entries
 from .errors import FillError
 from .layout import Layout
-from .schema import Schema, growing
+from .schema import AxisKind, AxisSpec, Schema
 
 __all__ = [
     "Added",
@@ -205,7 +204,7 @@ class FillTask:
     def _empty(self, space: int, n_keys: int) -> Partial:
         schema = next(t.schema for t in self.targets if t.space == space)
         dtypes = [schema.dtype] * len(schema.spec.fields)
-        return empty(0, n_keys, dtypes, for_storage(schema.spec.uhi_type))
+        return empty(0, n_keys, dtypes, schema.spec.algebra)
 
 
 def _digest(
@@ -295,44 +294,42 @@ def _as_1d(obj: Any, what: str, partition: str) -> npt.NDArray[Any]:
     return arr
 
 
-def _check_dtype(spec: Mapping[str, Any], values: npt.NDArray[Any], name: str) -> None:
+def _check_dtype(spec: AxisSpec, values: npt.NDArray[Any], name: str) -> None:
     """Refuse values an axis cannot take, with an error that names the axis."""
-    kind = spec["type"]
-    if kind == "category_int" and values.dtype.kind not in "iub":
+    kind = spec.kind
+    if kind is AxisKind.INT_CATEGORY and values.dtype.kind not in "iub":
         msg = f"axis {name!r} is an IntCategory axis and needs integers, got dtype {values.dtype}"
         raise FillError(msg)
-    if kind == "category_str" and values.dtype.kind not in "OUST":
+    if kind is AxisKind.STR_CATEGORY and values.dtype.kind not in "OUST":
         msg = f"axis {name!r} is a StrCategory axis and needs strings, got dtype {values.dtype}"
         raise FillError(msg)
-    if kind in ("regular", "variable", "boolean") and values.dtype.kind not in "iufb":
+    if not spec.is_category and values.dtype.kind not in "iufb":
         msg = f"axis {name!r} is numeric and cannot be filled with values of dtype {values.dtype}"
         raise FillError(msg)
-    integer = spec.get("writer_info", {}).get("dask_hizt", {}).get("kind") == "integer"
-    if integer and values.dtype.kind == "f":
+    if kind is AxisKind.INTEGER and values.dtype.kind == "f":
         msg = f"axis {name!r} is an Integer axis and needs integer values, got dtype {values.dtype}"
         raise FillError(msg)
 
 
 def _axis_indices(
-    axis: Any, spec: Mapping[str, Any], values: npt.NDArray[Any]
+    axis: Any, spec: AxisSpec, values: npt.NDArray[Any]
 ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_] | None]:
     """Per-entry bin index (flow bins counted) and the mask of entries that land in a bin."""
-    kind = spec["type"]
-    if kind in ("category_str", "category_int"):
-        idx = pd.Index(list(spec["categories"])).get_indexer(values)
+    if spec.is_category:
+        idx = pd.Index(list(spec.categories)).get_indexer(values)
         missing = idx < 0
         if not missing.any():
             return idx, None
-        if growing(spec):
+        if spec.growth:
             # The compute added every value to the axis before filling: a
             # missing one would be dropped silently, so refuse instead.
             msg = f"value {values[missing][0]!r} is not a category of the growing axis"
             raise FillError(msg)
-        if spec["flow"]:
-            idx[missing] = len(spec["categories"])
+        if spec.overflow:
+            idx[missing] = len(spec.categories)
             return idx, None
         return idx, ~missing
-    if kind == "boolean":
+    if spec.kind is AxisKind.BOOLEAN:
         return values.astype(bool).astype(np.intp), None
     idx = np.asarray(axis.index(values), dtype=np.intp)
     if axis.traits.underflow:
@@ -423,12 +420,8 @@ def _fill_dense(
     h = schema.empty_boost()
     h.fill(*values, weight=weight, sample=sample)
     view: Any = h.view(flow=True)
-    fields = schema.spec.fields
-    blocks = [view] if fields == ("value",) else [view[f] for f in fields]
-    chunk_major = tuple(layout.chunk_major(np.asarray(d)) for d in blocks)
-    return finish(
-        0, layout.n_keys, chunk_major, for_storage(schema.spec.uhi_type), dense
-    )
+    chunk_major = tuple(layout.chunk_major(d) for d in schema.spec.unpack(view))
+    return finish(0, layout.n_keys, chunk_major, schema.spec.algebra, dense)
 
 
 def _fill_sparse(
@@ -442,7 +435,7 @@ def _fill_sparse(
 ) -> Partial:
     """Few entries per bin: per-entry keys, merged by sorting."""
     dtypes = [schema.dtype] * len(schema.spec.fields)
-    algebra = for_storage(schema.spec.uhi_type)
+    algebra = schema.spec.algebra
     indices: list[npt.NDArray[np.intp]] = []
     mask: npt.NDArray[np.bool_] | None = None
     for axis, ax_spec, v in zip(schema.shared_axes, schema.axes, values, strict=True):
@@ -464,11 +457,5 @@ def _fill_sparse(
         w = None if w is None else w[mask]
         s = None if s is None else s[mask]
     keys = layout.keys(indices)
-    fields: list[npt.NDArray[Any] | None]
-    if algebra.mean:
-        fields = list(samples(len(dtypes), w, s))
-    elif schema.spec.uhi_type == "weighted":
-        fields = [w, None if w is None else w * w]
-    else:
-        fields = [w]
+    fields = algebra.entries(w, s)
     return from_entries(0, layout.n_keys, keys, fields, dtypes, algebra, dense)

@@ -21,7 +21,7 @@ from dask.delayed import Delayed, delayed
 from ._request import Request
 from ._stage import read_header
 from .errors import FillError
-from .schema import Schema, growing
+from .schema import AxisKind, AxisSpec, Schema
 
 __all__ = ["Growth", "growth"]
 
@@ -36,7 +36,7 @@ def growth(requests: Sequence[Request], target_of: Sequence[int]) -> Growth:
     lazy: list[Delayed] = []
     schema_of: dict[int, Schema] = {}
     for req, t in zip(requests, target_of, strict=True):
-        axes = [i for i, a in enumerate(req.schema.axes) if growing(a)]
+        axes = [i for i, a in enumerate(req.schema.axes) if a.growth]
         if not axes:
             continue
         schema_of.setdefault(t, req.schema)
@@ -88,15 +88,15 @@ def _merge_in_order(parts: Sequence[list[Any]]) -> list[Any]:
     return list(dict.fromkeys(v for p in parts for v in p))
 
 
-def _check_category_values(axis: Any, values: Sequence[Any]) -> None:
+def _check_category_values(axis: AxisSpec, values: Sequence[Any]) -> None:
     """Refuse values of the wrong type before they become categories."""
-    want = str if axis["type"] == "category_str" else int
+    want = str if axis.kind is AxisKind.STR_CATEGORY else int
     bad = [
         v
         for v in values
         if not isinstance(v, want) or (isinstance(v, bool) and want is int)
     ]
     if bad:
-        name = axis["metadata"]["name"] or "<unnamed>"
+        name = axis.name or "<unnamed>"
         msg = f"axis {name!r} takes {want.__name__} categories, got {bad[:3]!r}"
         raise FillError(msg)

@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import __version__
 from ._commit import Commit
 from ._fill import FillTask, Target
 from ._fill_groups import FillGroup, fill_groups, queue
@@ -39,6 +38,7 @@ from ._ledger import committed
 from ._request import Request
 from ._route import cluster_threads, owners
 from ._stage import StagedLoad, staged_id
+from ._version import __version__
 from ._writer import Owner
 from .config import Settings
 from .schema import ATTR_KEY

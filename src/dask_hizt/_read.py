@@ -30,7 +30,7 @@ from zarr.core.sync import sync
 from ._chunkio import ChunkFormat, basic_region, open_format, read_region
 from ._damage import READ_ERRORS, corrupt, read
 from .layout import Layout
-from .schema import Schema
+from .schema import Schema, StorageSpec
 
 __all__ = ["getitem", "project", "read_full", "to_dask_array"]
 
@@ -90,11 +90,9 @@ class _Field:
         return out
 
 
-def _set_field(
-    view: Any, fields: tuple[str, ...], name: str, where: Any, data: Any
-) -> None:
+def _set_field(view: Any, spec: StorageSpec, name: str, where: Any, data: Any) -> None:
     """Write one storage field into a (possibly structured) boost view."""
-    if fields == ("value",):
+    if spec.single_field:
         view[where] = data
     else:
         view[name][where] = data
@@ -121,7 +119,9 @@ def read_full(store: Any, schema: Schema, path: str) -> hist.Hist:  # type: igno
     view: Any = h.view(flow=True)
     fields = schema.spec.fields
     for name in fields:
-        _set_field(view, fields, name, ..., _Field.open(store, path, name).read(...))
+        _set_field(
+            view, schema.spec, name, ..., _Field.open(store, path, name).read(...)
+        )
     return h
 
 
@@ -280,7 +280,7 @@ def getitem(store: Any, schema: Schema, path: str, index: Any) -> Any:
             block = _Field.open(store, path, name).read(
                 _selection(plans), orthogonal=True
             )
-            _set_field(view, fields, name, 0, block)
+            _set_field(view, schema.spec, name, 0, block)
         return one[0]
 
     small = hist.Hist(*(axes[i] for i in kept), storage=storage)
@@ -300,7 +300,7 @@ def getitem(store: Any, schema: Schema, path: str, index: Any) -> Any:
         block = _Field.open(store, path, name).read(
             ... if whole else sel, orthogonal=not whole
         )
-        _set_field(view, fields, name, where, block)
+        _set_field(view, schema.spec, name, where, block)
     rest = tuple(plans[i].rest for i in kept)
     if all(isinstance(r, slice) and r == slice(None) for r in rest):
         return small
@@ -337,19 +337,19 @@ def _axis_numbers(schema: Schema, axes: Sequence[int | str]) -> list[int]:
 
 
 def _block_hist(
-    kshape: Sequence[int], blocks: dict[str, npt.NDArray[Any]], storage: Any
+    kshape: Sequence[int], blocks: dict[str, npt.NDArray[Any]], schema: Schema
 ) -> bh.Histogram[Any]:
-    """A histogram of flow-less integer axes holding ``kshape + (n,)`` blocks."""
+    """A histogram of flow-less integer axes holding ``kshape + (n,)`` blocks
+    of the storage of ``schema``."""
     n = next(iter(blocks.values())).shape[-1]
     h = bh.Histogram(
         *(bh.axis.Integer(0, k, underflow=False, overflow=False) for k in kshape),
         bh.axis.Integer(0, n, underflow=False, overflow=False),
-        storage=storage,
+        storage=schema.storage(),
     )
     view = np.asarray(h.view(flow=True))
-    fields = tuple(blocks)
     for name, block in blocks.items():
-        _set_field(view, fields, name, ..., block)
+        _set_field(view, schema.spec, name, ..., block)
     return h
 
 
@@ -360,13 +360,8 @@ def _cropped(h: Any) -> bh.Histogram[Any]:
     return out
 
 
-def _fields(
-    h: bh.Histogram[Any], fields: tuple[str, ...]
-) -> dict[str, npt.NDArray[Any]]:
-    view: Any = np.asarray(h.view(flow=True))
-    if fields == ("value",):
-        return {"value": view}
-    return {name: view[name] for name in fields}
+def _fields(h: bh.Histogram[Any], spec: StorageSpec) -> dict[str, npt.NDArray[Any]]:
+    return dict(zip(spec.fields, spec.unpack(h.view(flow=True)), strict=True))
 
 
 def _chunk_slices(start: int, stop: int, chunk: int) -> list[slice]:
@@ -474,17 +469,18 @@ def project(
         if not flow:
             # boost crops the dropped axes before projecting; that pass merges
             # each bin into an empty one, which moves mean accumulators by an ulp
-            blocks = _fields(_cropped(_block_hist(kshape, blocks, storage)), fields)
+            blocks = _fields(_cropped(_block_hist(kshape, blocks, schema)), schema.spec)
         if not first:
             # the running result is added first, then the group's bins
             run = np.asarray(out_view[region])[..., np.newaxis]
             blocks = {
                 name: np.concatenate(
-                    [run if fields == ("value",) else run[name], block], axis=-1
+                    [run if schema.spec.single_field else run[name], block],
+                    axis=-1,
                 )
                 for name, block in blocks.items()
             }
-        summed = _block_hist(kshape, blocks, storage).project(*range(len(keep)))
+        summed = _block_hist(kshape, blocks, schema).project(*range(len(keep)))
         out_view[region] = np.asarray(summed.view(flow=True))
     return out
 

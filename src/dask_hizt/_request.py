@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import boost_histogram as bh
 import dask.array as da
 import numpy as np
 from dask.base import is_dask_collection, tokenize
@@ -105,14 +104,14 @@ def bind(
     """Bind ``fill(*args, weight=..., sample=..., **kwargs)`` to the axes of
     ``schema``, refusing what the storage cannot take."""
     storage = schema.storage.__name__
-    mean = schema.spec.uhi_type in ("mean", "weighted_mean")
+    mean = schema.spec.takes_sample
     if sample is not None and not mean:
         msg = f"sample= is only for Mean and WeightedMean storages; this histogram has {storage}"
         raise FillError(msg)
     if sample is None and mean:
         msg = f"a {storage} histogram needs sample= (the values to average)"
         raise FillError(msg)
-    if weight is not None and schema.storage in (bh.storage.Int64, bh.storage.Mean):
+    if weight is not None and not schema.spec.takes_weight:
         msg = (
             f"weight= cannot be used with {storage} storage (it counts entries); "
             "use Double, Weight or WeightedMean"

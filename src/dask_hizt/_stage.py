@@ -26,11 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from ._algebra import for_storage
 from ._fill import Target, flatten_arguments
 from ._partial import Partial, combine, empty, from_entries
 from .errors import FillError
-from .schema import Schema, growing
+from .schema import Schema
 
 __all__ = ["StagedFile", "StagedLoad", "read_header", "stage_fill", "staged_id"]
 
@@ -71,8 +70,7 @@ def stage_fill(
         msg = f"fill of {path!r} for {item}: {err}"
         raise FillError(msg) from err
     view: Any = h.view(flow=True)
-    fields = schema.spec.fields
-    dense = [np.asarray(view)] if fields == ("value",) else [view[f] for f in fields]
+    dense = schema.spec.unpack(view)
     nonzero = np.zeros(dense[0].shape, dtype=bool)
     for d in dense:
         nonzero |= d != 0
@@ -82,7 +80,7 @@ def stage_fill(
         "item": item,
         # categories as met here, on growing axes: mapped at fold time
         "categories": {
-            str(i): list(h.axes[i]) for i, a in enumerate(schema.axes) if growing(a)
+            str(i): list(h.axes[i]) for i, a in enumerate(schema.axes) if a.growth
         },
     }
     digest = hashlib.sha1(f"{item}\0{path}\0{number}".encode()).hexdigest()[:24]
@@ -141,16 +139,21 @@ class StagedLoad:
             indices = []
             for i, a in enumerate(schema.axes):
                 idx = index[i]
-                if growing(a):
+                if a.growth:
                     local = header["categories"][str(i)]
-                    where = {c: g for g, c in enumerate(a["categories"])}
+                    where = {c: g for g, c in enumerate(a.categories)}
                     idx = np.array([where[local[j]] for j in idx], dtype=np.int64)
                 indices.append(idx)
             keys = target.layout.keys(indices)
-            algebra = for_storage(schema.spec.uhi_type)
             dtypes = [schema.dtype] * len(fields)
             part = from_entries(
-                0, target.layout.n_keys, keys, fields, dtypes, algebra, self.dense
+                0,
+                target.layout.n_keys,
+                keys,
+                fields,
+                dtypes,
+                schema.spec.algebra,
+                self.dense,
             )
             per_space[target.space].append(part.shifted(target.offset))
         out: list[Partial] = []
@@ -162,6 +165,6 @@ class StagedLoad:
                 continue
             schema = next(t.schema for t in self.targets if t.space == space)
             dtypes = [schema.dtype] * len(schema.spec.fields)
-            out.append(empty(0, n_keys, dtypes, for_storage(schema.spec.uhi_type)))
+            out.append(empty(0, n_keys, dtypes, schema.spec.algebra))
         went_in = frozenset(added)
         return tuple(p.with_inputs(went_in) for p in out)

@@ -20,11 +20,9 @@ import numpy as np
 import numpy.typing as npt
 from dask.utils import parse_bytes
 
-from .schema import Schema, growing
+from .schema import Schema
 
 __all__ = ["Layout"]
-
-_CATEGORY_TYPES = frozenset({"category_str", "category_int", "boolean"})
 
 
 def _parse_bytes(value: Any) -> int:
@@ -73,13 +71,10 @@ class Layout:
         budget = max(1, _parse_bytes(chunk_bytes) // schema.dtype.itemsize)
         shape = schema.shape
         chunks = [1] * len(shape)
-        dense = [
-            i for i, a in enumerate(schema.axes) if a["type"] not in _CATEGORY_TYPES
-        ]
+        dense = [i for i, a in enumerate(schema.axes) if a.is_dense]
+        # Boolean axes are chunked like category axes
         categories = [
-            i
-            for i, a in enumerate(schema.axes)
-            if a["type"] in _CATEGORY_TYPES and not growing(a)
+            i for i, a in enumerate(schema.axes) if not a.is_dense and not a.growth
         ]
         for i in [*reversed(dense), *reversed(categories)]:
             chunks[i] = max(1, min(shape[i], budget))

@@ -36,7 +36,6 @@ import zarr.core.sync
 import zarr.errors
 import zarr.storage
 
-from ._algebra import for_storage
 from ._ledger import committed_between
 from .errors import (
     CommitError,
@@ -46,7 +45,7 @@ from .errors import (
     StoreError,
 )
 from .layout import Layout
-from .schema import ATTR_KEY, FORMAT_VERSION, Schema, growing
+from .schema import ATTR_KEY, FORMAT_VERSION, Schema
 from .storage import cache_key, is_url, open_repository, parse_url, quiet_icechunk_logs
 
 __all__ = [
@@ -339,7 +338,7 @@ def prepare(
         base = schema if stored is None else stored
         additions: dict[int, list[Any]] = {}
         for i, values in grow.get(path, {}).items():
-            have = set(base.axes[i]["categories"])
+            have = set(base.axes[i].categories)
             new = [v for v in dict.fromkeys(values) if v not in have]
             if new:
                 additions[i] = new
@@ -688,9 +687,9 @@ def _replay(
             theirs.check_same(ours, f"histogram {path!r}")
             additions: dict[int, list[Any]] = {}
             for i, axis in enumerate(ours.axes):
-                if growing(axis):
-                    have = set(theirs.axes[i]["categories"])
-                    new = [c for c in axis["categories"] if c not in have]
+                if axis.growth:
+                    have = set(theirs.axes[i].categories)
+                    new = [c for c in axis.categories if c not in have]
                     if new:
                         additions[i] = new
             final = theirs.grown(additions) if additions else theirs
@@ -700,13 +699,13 @@ def _replay(
                     ours.names[i] or f"#{i}": v for i, v in additions.items()
                 }
         moved = {
-            i: [list(final.axes[i]["categories"]).index(c) for c in axis["categories"]]
+            i: [final.axes[i].categories.index(c) for c in axis.categories]
             for i, axis in enumerate(ours.axes)
-            if growing(axis)
+            if axis.growth
         }
         before = find_histogram(base_store, path)
         fields = ours.spec.fields
-        algebra = for_storage(ours.spec.uhi_type)
+        algebra = ours.spec.algebra
         target = [zarr.open_array(session.store, path=f"{path}/{f}") for f in fields]
         old = (
             None
@@ -769,7 +768,7 @@ def _add_theirs(
     tip_store = repo.readonly_session(snapshot_id=tip).store
     for hist_path, hits in both.items():
         schema, layout = read_histogram_meta(session.store, hist_path)
-        algebra = for_storage(schema.spec.uhi_type)
+        algebra = schema.spec.algebra
         names = [f"{hist_path}/{f}" for f in schema.spec.fields]
         mine: list[Any] = [zarr.open_array(session.store, path=p) for p in names]
         before = [zarr.open_array(base_store, path=p) for p in names]
