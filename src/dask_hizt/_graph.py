@@ -51,10 +51,10 @@ from ._identity import PartitionInfo
 from ._inputs import is_awkward
 from ._lazy import FillBlock, make_lazy
 from ._partial import combine, dense_fraction
+from ._repo import RepoRef
 from ._writer import Owner
 from .errors import StoreError
 from .storage import redact
-from .transaction import RepoRef
 
 __all__ = [
     "Checkpoint",

@@ -28,6 +28,7 @@ from typing import Any
 import dask
 import dask.array as da
 import dask.base
+import icechunk
 import numpy as np
 import pandas as pd
 from dask.delayed import Delayed, delayed
@@ -35,6 +36,7 @@ from dask.highlevelgraph import HighLevelGraph
 from dask.utils import parse_bytes
 
 from . import __version__
+from ._arrays import Creation, prepare, read_histogram_meta
 from ._commit import Commit
 from ._fill import Arg, FillSpec, FillTask, Target
 from ._graph import (
@@ -56,12 +58,12 @@ from ._inputs import (
     where_of,
 )
 from ._ledger import committed
+from ._repo import RepoRef
 from ._request import Fill, Request
 from ._stage import StagedLoad, read_header
 from ._writer import Owner, Segment
 from .errors import FillError
-from .schema import ATTR_KEY, growing
-from .transaction import Creation, RepoRef, prepare, read_histogram_meta
+from .schema import growing
 
 __all__ = ["Plan", "plan"]
 
@@ -155,7 +157,7 @@ def plan(
             repo.base,
             tuple(sorted({targets[t].space for t in repo.targets})),
             {t: targets[t].path for t in repo.targets},
-            {ATTR_KEY: {"version": __version__}},
+            __version__,
             settings.commit_retries,
             repo.creation,
         )
@@ -606,7 +608,7 @@ def _cluster_threads() -> int:
 
 
 def _owners(
-    targets: Sequence[Target], writer: Any, settings: GraphSettings
+    targets: Sequence[Target], writer: icechunk.Session, settings: GraphSettings
 ) -> list[Owner]:
     """Cut a key space's chunks into owners of about ``dask_hizt.owner-bytes`` each.
 

@@ -26,15 +26,16 @@ from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph
 
 from . import _progress
+from ._arrays import existing_schema
 from ._checkpoint import parse_duration
 from ._graph import Checkpoint, awkward_optimize, optimize
 from ._inputs import is_awkward
 from ._plan import Plan, pending, plan
+from ._repo import RepoRef, check_path
 from ._request import Fill, Request, bind, queue
 from ._stage import StagedFile
 from .schema import Schema, axis_from_bins
 from .stored import StoredHist
-from .transaction import RepoRef, check_path, existing_schema
 
 __all__ = ["Hist", "HistSet", "compute", "histogram"]
 
