@@ -58,13 +58,13 @@ import zarr
 from zarr.core.sync import sync
 
 import dask_hizt
+from dask_hizt._arrays import create_arrays
 from dask_hizt._chunkio import delete_or_set, fetch, open_format
 from dask_hizt._partial import Partial
 from dask_hizt._read import _Field
 from dask_hizt._writer import Segment, _write
 from dask_hizt.layout import Layout
 from dask_hizt.schema import Schema
-from dask_hizt.transaction import _create_arrays
 
 RESULTS = Path(__file__).with_name("results")
 KiB = 1024
@@ -143,7 +143,7 @@ def make_case(size: int, density: str, storage: str, quick: bool, seed: int) -> 
         st = icechunk.local_filesystem_storage(folder)
     repo = icechunk.Repository.create(st)
     session = repo.writable_session("main")
-    _create_arrays(session.store, {PATH: (schema, layout)})
+    create_arrays(session.store, {PATH: (schema, layout)})
     base = np.zeros(n_bins * n)
     if density != "absent":
         base = fill(rng, n_bins, n, density)

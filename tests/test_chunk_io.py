@@ -26,13 +26,13 @@ from conftest import damage
 from zarr.core.sync import sync
 
 import dask_hizt as dh
+from dask_hizt._arrays import create_arrays
 from dask_hizt._chunkio import ChunkFormat, basic_region, open_format
 from dask_hizt._partial import Partial, finish
 from dask_hizt._read import _Field
 from dask_hizt._writer import Segment, _touched_chunks, _write
 from dask_hizt.layout import Layout
 from dask_hizt.schema import Schema
-from dask_hizt.transaction import _create_arrays
 
 STORAGES = {
     "double": bh.storage.Double,
@@ -61,7 +61,7 @@ def _repo(path: Path, schema: Schema, *, compressors: Any = None) -> Any:
     repo = icechunk.Repository.create(icechunk.local_filesystem_storage(str(path)))
     session = repo.writable_session("main")
     if compressors is None:
-        _create_arrays(session.store, {"h": (schema, LAYOUT)})
+        create_arrays(session.store, {"h": (schema, LAYOUT)})
     else:
         for field in schema.spec.fields:
             zarr.create_array(

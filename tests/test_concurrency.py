@@ -26,7 +26,7 @@ import pytest
 from conftest import assert_hist_equal
 
 import dask_hizt as dh
-from dask_hizt import transaction
+from dask_hizt import _commit
 
 N = 20_000
 CATEGORIES = ["p0", "p1", "p2", "p3"]
@@ -249,13 +249,13 @@ def _compute_from_threads(repo_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     # created before the threads start (racing creators: tests/test_identities.py)
     dh.Hist(*_axes(), storage=hist.storage.Int64(), store=repo_path, path="h").compute()
     fixups: list[str] = []
-    add_theirs = transaction._add_theirs
+    add_theirs = _commit.add_theirs
 
     def spy(repo: Any, session: Any, base: str, ours: Any) -> None:
         fixups.append(base)
         add_theirs(repo, session, base, ours)
 
-    monkeypatch.setattr(transaction, "_add_theirs", spy)
+    monkeypatch.setattr(_commit, "add_theirs", spy)
     seeds = [301, 302]
     barrier = threading.Barrier(len(seeds))
 

@@ -440,7 +440,7 @@ def _hang_in_block(
 def _install_kill_after(target: str, marker: str) -> None:
     """In a worker process: make the next owner (or commit) task die right after its work."""
     import dask_hizt._writer as writer
-    from dask_hizt import transaction
+    from dask_hizt import _commit
 
     if target == "owner":
         owner_call = writer.Owner.__call__
@@ -455,7 +455,7 @@ def _install_kill_after(target: str, marker: str) -> None:
 
         writer.Owner.__call__ = call  # type: ignore[method-assign]
     else:
-        commit_forks = transaction.commit_forks
+        commit_forks = _commit.commit_forks
 
         def commit(*args: Any, **kwargs: Any) -> Any:
             out = commit_forks(
@@ -465,7 +465,7 @@ def _install_kill_after(target: str, marker: str) -> None:
                 os._exit(1)
             return out
 
-        transaction.commit_forks = commit
+        _commit.commit_forks = commit
 
 
 def _worker_pids(client: Any) -> set[int]:

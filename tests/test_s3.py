@@ -39,7 +39,7 @@ from test_growth import assert_equal_by_label
 
 import dask_hizt as dh
 from dask_hizt import storage
-from dask_hizt.transaction import RepoRef
+from dask_hizt._repo import RepoRef
 
 AXIS = hist.axis.Regular(20, 0, 1, name="x")
 

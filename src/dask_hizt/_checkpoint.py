@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import dask.config
+import icechunk
 
-from ._commit import Commit, fill_message
+from ._arrays import Creation
+from ._commit import Commit, commit_forks, fill_message
 from ._partial import Partial, combine
-from ._writer import Owner
-from .schema import ATTR_KEY
-from .transaction import Creation, RepoRef, Written, commit_forks, writable
+from ._repo import RepoRef, writable
+from ._writer import Owner, Written
 
 __all__ = [
     "BatchCommit",
@@ -150,7 +151,7 @@ class ChainState:
 class GateState:
     """A gate's decision: the forks to write through, or ``None`` to carry on."""
 
-    forks: tuple[Any, ...] | None
+    forks: tuple[icechunk.ForkSession, ...] | None
     base: str
     prev: ChainState
 
@@ -184,14 +185,17 @@ class Gate:
         return GateState(forks, str(session.snapshot_id), prev)
 
 
-def pick_fork(gate: GateState, i: int) -> Any:
+def pick_fork(gate: GateState, i: int) -> icechunk.ForkSession | None:
     """Owner ``i``'s fork (a task of its own, so that an owner receives only
     its fork, not every owner's)."""
     return None if gate.forks is None else gate.forks[i]
 
 
 def write_batch(
-    owner: Owner, fork: Any, partials: Sequence[Partial], prev: Any
+    owner: Owner,
+    fork: icechunk.ForkSession | None,
+    partials: Sequence[Partial],
+    prev: Written | Partial | None,
 ) -> Written | Partial:
     """Write a batch's partials, and what the previous batch carried, through
     ``fork``; without a fork, merge them and carry them on."""
@@ -218,12 +222,7 @@ class BatchCommit:
         if gate.forks is None:
             # the owners carry their partials, and the identities with them
             return ChainState(gate.prev.snapshot, gate.prev.last, gate.prev.creation)
-        carried = c.inputs_of(written)
-        meta = dict(c.metadata)
-        meta[ATTR_KEY] = {
-            **meta[ATTR_KEY],
-            "histograms": {p: {"inputs": ids} for p, ids in carried.items()},
-        }
+        record = c.record(self.compute_id, written)
         note = f" (checkpoint, batch {self.batch + 1} of {self.n_batches})"
         snapshot = commit_forks(
             c.ref,
@@ -232,12 +231,11 @@ class BatchCommit:
             [w for w in written if isinstance(w, Written)],
             fill_message(
                 c.what,
-                carried,
+                record.inputs,
                 note,
                 () if gate.prev.creation is None else gate.prev.creation.created,
             ),
-            meta,
-            self.compute_id,
+            record,
             retries=c.retries,
             since=c.base,
             creation=gate.prev.creation,

@@ -43,12 +43,12 @@ from ._fill_groups import FillGroup
 from ._inputs import is_awkward
 from ._lazy import FillBlock, make_lazy
 from ._plan import Plan
+from ._repo import RepoRef
 from ._route import route
 from ._writer import Owner
 from .config import Settings
 from .errors import StoreError
 from .storage import redact
-from .transaction import RepoRef
 
 __all__ = [
     "Built",

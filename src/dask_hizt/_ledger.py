@@ -13,28 +13,13 @@ it; a commit that deletes it forgets them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
 
 import icechunk
 
-from .schema import ATTR_KEY
+from ._history import ancestry
 
 __all__ = ["committed", "committed_between"]
-
-
-def _read(snap: Any) -> tuple[set[str], set[str], dict[str, list[str]]]:
-    """The paths a snapshot created and deleted, and the inputs it recorded per path."""
-    meta: Mapping[str, Any] = (snap.metadata or {}).get(ATTR_KEY, {})
-    created = meta.get("created", ())
-    paths = {created} if isinstance(created, str) else set(created)
-    deleted = set(meta.get("deleted", ()))
-    inputs = {
-        path: list(h.get("inputs", ()))
-        for path, h in meta.get("histograms", {}).items()
-    }
-    return paths, deleted, inputs
-
 
 # Per snapshot id (unique across repositories): per path, the identities in
 # the histogram up to that snapshot, and whether its creation was reached
@@ -56,19 +41,19 @@ def committed(
     found: dict[str, set[str]] = {p: set() for p in wanted}
     closed: set[str] = set()
     base: dict[str, tuple[frozenset[str], bool]] | None = None
-    for snap in repo.ancestry(snapshot_id=snapshot_id):
+    for snap, record in ancestry(repo, snapshot_id=snapshot_id):
         known = _SEEN.get(snap.id)
         if known is not None and wanted <= known.keys():
             base = known
             break
-        created, deleted, inputs = _read(snap)
-        for path in wanted - closed:
-            if path in deleted:
-                closed.add(path)  # what was in went with it
-                continue
-            found[path].update(inputs.get(path, ()))
-            if path in created:
-                closed.add(path)
+        if record is not None:
+            for path in wanted - closed:
+                if path in record.deleted:
+                    closed.add(path)  # what was in went with it
+                    continue
+                found[path].update(record.inputs.get(path, ()))
+                if path in record.created:
+                    closed.add(path)
         if closed == wanted:
             break
     result: dict[str, tuple[frozenset[str], bool]] = {}
@@ -93,10 +78,9 @@ def committed_between(
     """Per path, the identities recorded by the commits after ``base`` up to ``tip``."""
     wanted = set(paths)
     out: dict[str, set[str]] = {}
-    for snap in repo.ancestry(snapshot_id=tip):
-        if snap.id == base:
-            break
-        _, _, inputs = _read(snap)
-        for path in wanted & inputs.keys():
-            out.setdefault(path, set()).update(inputs[path])
+    for _, record in ancestry(repo, snapshot_id=tip, until=base):
+        if record is None:
+            continue
+        for path in wanted & record.inputs.keys():
+            out.setdefault(path, set()).update(record.inputs[path])
     return out

@@ -30,19 +30,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import icechunk
+
+from ._arrays import Creation, prepare, read_histogram_meta
 from ._commit import Commit
 from ._fill import FillTask, Target
 from ._fill_groups import FillGroup, fill_groups, queue
 from ._growth import Growth, growth
 from ._ledger import committed
+from ._repo import RepoRef
 from ._request import Request
 from ._route import cluster_threads, owners
 from ._stage import StagedLoad, staged_id
 from ._version import __version__
 from ._writer import Owner
 from .config import Settings
-from .schema import ATTR_KEY
-from .transaction import Creation, RepoRef, prepare, read_histogram_meta
 
 __all__ = [
     "KeySpace",
@@ -67,7 +69,7 @@ class Repository:
     branch: str
     targets: tuple[int, ...]
     base: str
-    writer: Any
+    writer: icechunk.Session | icechunk.ForkSession
     creation: Creation | None
 
 
@@ -366,7 +368,7 @@ def _commits(
             repo.base,
             tuple(sorted({targets[t].space for t in repo.targets})),
             {t: targets[t].path for t in repo.targets},
-            {ATTR_KEY: {"version": __version__}},
+            __version__,
             settings.commit_retries,
             repo.creation,
         )

@@ -17,10 +17,10 @@ import numpy as np
 from dask.base import is_dask_collection, tokenize
 
 from ._inputs import is_awkward, is_frame, npartitions
+from ._repo import RepoRef
 from ._stage import StagedFile
 from .errors import FillError
 from .schema import Schema
-from .transaction import RepoRef
 
 __all__ = ["Bound", "Fill", "Request", "Source", "bind", "queue"]
 

@@ -27,6 +27,7 @@ from itertools import pairwise
 from typing import Any
 
 import dask.config
+import icechunk
 import numpy as np
 
 from ._fill import Target
@@ -51,7 +52,10 @@ def cluster_threads() -> int:
 
 
 def owners(
-    targets: Sequence[Target], writer: Any, settings: Settings, threads: int
+    targets: Sequence[Target],
+    writer: icechunk.Session | icechunk.ForkSession,
+    settings: Settings,
+    threads: int,
 ) -> list[Owner]:
     """Cut the chunks of a key space's ``targets`` into owners.
 

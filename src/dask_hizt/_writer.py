@@ -9,8 +9,10 @@ from collections.abc import Awaitable, Buffer, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import icechunk
 import numpy as np
 import numpy.typing as npt
+from icechunk.store import IcechunkStore
 from zarr.core.sync import sync
 
 from ._chunkio import (
@@ -24,9 +26,8 @@ from ._chunkio import (
 from ._damage import READ_ERRORS, corrupt
 from ._partial import Partial, combine
 from .layout import Layout
-from .transaction import Written
 
-__all__ = ["Owner", "Segment"]
+__all__ = ["Owner", "Segment", "Written"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,16 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class Written:
+    """What one owner task wrote: its fork, the chunks it touched per array,
+    and the ``(target, identity)`` of the partitions in what it merged."""
+
+    fork: icechunk.ForkSession
+    chunks: dict[str, list[tuple[int, ...]]]
+    inputs: frozenset[tuple[int, str]]
+
+
+@dataclass(frozen=True)
 class Owner:
     """A run of consecutive chunks of a key space, and the fork that writes them.
 
@@ -57,7 +68,7 @@ class Owner:
     """
 
     segments: tuple[Segment, ...]
-    fork: Any
+    fork: icechunk.ForkSession
     dense: float
     concurrency: int
 
@@ -70,7 +81,7 @@ class Owner:
         """Merge the partials into the owned chunks; return the fork and what it wrote."""
         return self.write(partials, self.fork)
 
-    def write(self, partials: Sequence[Partial], fork: Any) -> Written:
+    def write(self, partials: Sequence[Partial], fork: icechunk.ForkSession) -> Written:
         """Merge the partials into the owned chunks through ``fork``."""
         # Work on a fresh copy of the fork: a retried task must not find the
         # writes of an earlier attempt in an object it shares with it.
@@ -93,7 +104,7 @@ class Owner:
 
 
 async def _write(
-    fork: Any,
+    fork: icechunk.ForkSession,
     jobs: list[tuple[Segment, Partial, npt.NDArray[np.int64]]],
     concurrency: int,
     *,
@@ -152,7 +163,7 @@ def _delta(
 
 
 async def _raw_chunk(
-    store: Any,
+    store: IcechunkStore,
     seg: Segment,
     formats: Sequence[ChunkFormat],
     part: Partial,

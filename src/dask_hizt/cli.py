@@ -19,7 +19,16 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the commands import these when they run: --help stays quick
+    import icechunk
+    from icechunk.store import IcechunkStore
+
+    from ._history import CommitRecord
+    from ._repo import RepoRef
+    from .layout import Layout
+    from .schema import Schema
 
 __all__ = ["main", "run"]
 
@@ -145,14 +154,14 @@ def _bars(h1: object, width: int = 50) -> str:
 # ---------------------------------------------------------- repositories ---
 
 
-def _ref(args: argparse.Namespace) -> Any:
+def _ref(args: argparse.Namespace) -> RepoRef:
     """The repository named by ``REPO`` (it must exist)."""
-    from .transaction import RepoRef
+    from ._repo import RepoRef
 
     return RepoRef.from_store(args.repo, create=False)
 
 
-def _snapshot_of(repo: Any, text: str) -> str:
+def _snapshot_of(repo: icechunk.Repository, text: str) -> str:
     """A snapshot id from a branch name, a tag name or a snapshot id."""
     import icechunk
 
@@ -166,7 +175,7 @@ def _snapshot_of(repo: Any, text: str) -> str:
         raise CommandError(msg) from None
 
 
-def _chosen_snapshot(repo: Any, args: argparse.Namespace) -> str:
+def _chosen_snapshot(repo: icechunk.Repository, args: argparse.Namespace) -> str:
     """The snapshot picked by ``--snapshot``/``--tag``/``--branch`` (default main)."""
     import icechunk
 
@@ -218,12 +227,12 @@ def _select(args: argparse.Namespace, stored: Any) -> Any:
         raise UsageError(msg) from None
 
 
-def _histograms(store: Any) -> Iterator[tuple[str, Any, Any]]:
+def _histograms(store: IcechunkStore) -> Iterator[tuple[str, Schema, Layout]]:
     """``(path, schema, layout)`` of every histogram in a session's store."""
     import zarr
 
+    from ._arrays import find_histogram
     from .schema import ATTR_KEY
-    from .transaction import find_histogram
 
     root = zarr.open_group(store, mode="r", zarr_format=3, use_consolidated=False)
     groups = [
@@ -352,14 +361,13 @@ def plot(args: argparse.Namespace) -> int:
 
 def log(args: argparse.Namespace) -> int:
     """List the commits of a branch, newest first, with what went in."""
-    from .schema import ATTR_KEY
+    from ._history import ancestry
 
     ref = _ref(args)
     start = _chosen_snapshot(ref.repo, args)
     shown = 0
-    for snap in ref.repo.ancestry(snapshot_id=start):
-        meta: dict[str, Any] = dict((snap.metadata or {}).get(ATTR_KEY, {}))
-        lines = _commit_lines(meta)
+    for snap, record in ancestry(ref.repo, snapshot_id=start):
+        lines = [] if record is None else _commit_lines(record)
         if args.path is not None and not any(args.path == p for p, _ in lines):
             continue
         if args.max_count is not None and shown >= args.max_count:
@@ -372,20 +380,16 @@ def log(args: argparse.Namespace) -> int:
     return 0
 
 
-def _commit_lines(meta: dict[str, Any]) -> list[tuple[str, str]]:
-    """``(histogram path, what the commit did to it)`` from commit metadata."""
-    out: list[tuple[str, str]] = []
-    created = meta.get("created", ())
-    for path in [created] if isinstance(created, str) else created:
-        out.append((str(path), "created"))
-    for path in meta.get("deleted", ()):
-        out.append((str(path), "deleted"))
-    for path, axes in dict(meta.get("grown", {})).items():
-        grown = ", ".join(f"{axis} +{len(new)}" for axis, new in dict(axes).items())
-        out.append((str(path), f"categories added: {grown}"))
-    for path, info in dict(meta.get("histograms", {})).items():
-        n = len(dict(info).get("inputs", ()))
-        out.append((str(path), f"{n} input partition{'s' if n != 1 else ''}"))
+def _commit_lines(record: CommitRecord) -> list[tuple[str, str]]:
+    """``(histogram path, what the commit did to it)`` from its record."""
+    out = [(path, "created") for path in record.created]
+    out.extend((path, "deleted") for path in record.deleted)
+    for path, axes in record.grown.items():
+        grown = ", ".join(f"{axis} +{len(new)}" for axis, new in axes.items())
+        out.append((path, f"categories added: {grown}"))
+    for path, ids in record.inputs.items():
+        n = len(ids)
+        out.append((path, f"{n} input partition{'s' if n != 1 else ''}"))
     return out
 
 
@@ -419,9 +423,9 @@ def diff(args: argparse.Namespace) -> int:
         msg = f"cannot diff {args.old!r} and {args.new!r} ({_one_line(err)})"
         raise CommandError(msg) from None
     changed: dict[str, set[str]] = {}
-    for array, chunks in changes.updated_chunks.items():
+    for array, coords in changes.updated_chunks.items():
         group, _, field = array.strip("/").rpartition("/")
-        n = len(chunks)
+        n = len(coords)
         changed.setdefault(group, set()).add(
             f"{field}: {n} chunk{'s' if n != 1 else ''}"
         )
@@ -449,7 +453,7 @@ def diff(args: argparse.Namespace) -> int:
     return 0
 
 
-def _descends(repo: Any, child: str, ancestor: str) -> bool:
+def _descends(repo: icechunk.Repository, child: str, ancestor: str) -> bool:
     """Whether snapshot ``ancestor`` is in the history of ``child``."""
     return any(s.id == ancestor for s in repo.ancestry(snapshot_id=child))
 

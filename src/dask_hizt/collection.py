@@ -23,14 +23,15 @@ from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph
 
 from . import _progress
+from ._arrays import existing_schema
 from ._checkpoint import parse_checkpoint
 from ._graph import Built, awkward_optimize, build, optimize, pending_outputs
 from ._inputs import is_awkward
 from ._plan import pending, plan
+from ._repo import RepoRef, check_path
 from ._request import Fill, Request, bind, queue
 from .schema import Schema, axis_from_bins
 from .stored import StoredHist
-from .transaction import RepoRef, check_path, existing_schema
 
 __all__ = ["Hist", "HistSet", "Requests", "compute", "histogram"]
 

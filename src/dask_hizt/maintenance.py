@@ -30,7 +30,8 @@ from typing import Any
 
 import dask.config
 
-from .transaction import RepoRef, delete_histogram
+from ._arrays import delete_histogram
+from ._repo import RepoRef
 
 __all__ = ["DEFAULT_OLDER_THAN", "GcReport", "delete", "gc"]
 

@@ -34,13 +34,13 @@ import boost_histogram as bh
 import dask
 import dask.base
 
+from ._repo import RepoRef, check_path
 from ._request import Request, bind
 from ._stage import StagedFile, stage_fill
 from .collection import Requests
 from .errors import FillError, StoreError
 from .schema import Schema
 from .stored import StoredHist
-from .transaction import RepoRef, check_path
 
 __all__ = ["Staging", "StagingHist"]
 

@@ -15,10 +15,12 @@ import numpy.typing as npt
 from dask.base import tokenize
 
 from . import _display, _read
+from ._arrays import read_histogram_meta
+from ._history import ancestry
+from ._repo import RepoRef, check_path
 from .errors import StoreError
 from .layout import Layout
-from .schema import ATTR_KEY, Schema
-from .transaction import RepoRef, check_path, read_histogram_meta
+from .schema import Schema
 
 __all__ = ["Commit", "StoredHist", "open"]
 
@@ -57,12 +59,20 @@ class StoredHist:
     """
 
     def __init__(
-        self, ref: RepoRef, path: str, snapshot_id: str, session: Any = None
+        self,
+        ref: RepoRef,
+        path: str,
+        snapshot_id: str,
+        session: icechunk.Session | None = None,
     ) -> None:
         self._ref = ref
         self.path = path
         self.snapshot_id = snapshot_id
-        self._session = session or ref.repo.readonly_session(snapshot_id=snapshot_id)
+        self._session = (
+            ref.repo.readonly_session(snapshot_id=snapshot_id)
+            if session is None
+            else session
+        )
         self._schema, self._layout = read_histogram_meta(self._session.store, path)
 
     @property
@@ -160,16 +170,17 @@ class StoredHist:
         """The commits that filled this histogram, newest first, back to the
         one that created it (a histogram deleted and made again starts anew)."""
         out = []
-        for snap in self._ref.repo.ancestry(snapshot_id=self.snapshot_id):
-            meta: Mapping[str, Any] = (snap.metadata or {}).get(ATTR_KEY, {})
-            if self.path in meta.get("deleted", ()):
+        for snap, record in ancestry(self._ref.repo, snapshot_id=self.snapshot_id):
+            if record is None:
+                continue
+            if self.path in record.deleted:
                 break
-            created = meta.get("created", ())
-            info = meta.get("histograms", {}).get(self.path)
-            made = self.path in ([created] if isinstance(created, str) else created)
-            if info is not None or made:
-                inputs = () if info is None else tuple(info.get("inputs", ()))
-                out.append(Commit(snap.id, snap.written_at, snap.message, inputs, made))
+            inputs = record.inputs.get(self.path)
+            made = self.path in record.created
+            if inputs is not None or made:
+                out.append(
+                    Commit(snap.id, snap.written_at, snap.message, inputs or (), made)
+                )
             if made:
                 break
         return out
