@@ -4,7 +4,7 @@ Run ``uv run python benchmarks/chunk_io.py [--quick] [--repeat N]
 [--storage local|memory]``. See benchmarks/README.md ("Chunk I/O").
 
 For each chunk size (raw bytes of one float64 chunk) and density, an
-owner's write (``dask_hizt._writer._write``) of N touched chunks of a 1-D
+owner's write (``dask_hizt._write._write``) of N touched chunks of a 1-D
 Double histogram is timed in a fresh fork of a local icechunk repository
 (``--storage memory``: icechunk's in-memory storage, the in-process part
 only), by each path:
@@ -62,7 +62,7 @@ from dask_hizt._arrays import create_arrays
 from dask_hizt._chunkio import delete_or_set, fetch, open_format
 from dask_hizt._partial import Partial
 from dask_hizt._read import _Field
-from dask_hizt._writer import Segment, _write
+from dask_hizt._write import Segment, _write
 from dask_hizt.layout import Layout
 from dask_hizt.schema import Schema
 

@@ -30,7 +30,7 @@ from dask_hizt._arrays import create_arrays
 from dask_hizt._chunkio import ChunkFormat, basic_region, open_format
 from dask_hizt._partial import Partial, finish
 from dask_hizt._read import _Field
-from dask_hizt._writer import Segment, _touched_chunks, _write
+from dask_hizt._write import Segment, _touched_chunks, _write
 from dask_hizt.layout import Layout
 from dask_hizt.schema import Schema
 

@@ -439,7 +439,7 @@ def _hang_in_block(
 
 def _install_kill_after(target: str, marker: str) -> None:
     """In a worker process: make the next owner (or commit) task die right after its work."""
-    import dask_hizt._writer as writer
+    import dask_hizt._write as writer
     from dask_hizt import _commit
 
     if target == "owner":

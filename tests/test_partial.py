@@ -15,7 +15,7 @@ from dask_hizt._fill import Arg, FillSpec, FillTask, Target
 from dask_hizt._identity import PartitionInfo
 from dask_hizt._partial import Partial, combine, from_entries
 from dask_hizt._route import route
-from dask_hizt._writer import _touched_chunks
+from dask_hizt._write import _touched_chunks
 from dask_hizt.config import Settings
 from dask_hizt.errors import FillError
 from dask_hizt.layout import Layout

@@ -28,10 +28,10 @@ import dask.config
 import icechunk
 
 from ._arrays import Creation
-from ._commit import Commit, commit_forks, fill_message
+from ._commit import CommitPlan, commit_forks, fill_message
 from ._partial import Partial, combine
 from ._repo import RepoRef, writable
-from ._writer import Owner, Written
+from ._write import Owner, Written
 
 __all__ = [
     "BatchCommit",
@@ -210,7 +210,7 @@ def write_batch(
 class BatchCommit:
     """Commits batch ``batch`` (and what earlier batches carried), if its gate opened."""
 
-    commit: Commit
+    commit: CommitPlan
     compute_id: str
     batch: int
     n_batches: int

@@ -1,6 +1,6 @@
 """The commit of a compute: what it merges and records, and its message.
 
-One :class:`Commit` per repository of a compute: its owners' key spaces, the
+One :class:`CommitPlan` per repository of a compute: its owners' key spaces, the
 histograms it records inputs for, and the creation it lands. The graph's
 commit task (:class:`CommitTask`, or :class:`dask_hizt._checkpoint.BatchCommit`
 per batch) collects what the owners wrote and calls :func:`commit_forks`.
@@ -35,16 +35,16 @@ from ._conflict import (
 from ._history import CommitRecord, ancestry
 from ._partial import Partial
 from ._repo import RepoRef, writable
-from ._writer import Written
+from ._write import Written
 from .errors import CommitError
 
-__all__ = ["Commit", "CommitTask", "commit_forks", "fill_message"]
+__all__ = ["CommitPlan", "CommitTask", "commit_forks", "fill_message"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Commit:
+class CommitPlan:
     """The commit of one repository: which key spaces' owners it merges.
 
     ``paths`` maps the index of each of the compute's targets that lives in
@@ -92,7 +92,7 @@ class Commit:
 class CommitTask:
     """The task that makes a compute's one commit to a repository."""
 
-    commit: Commit
+    commit: CommitPlan
     compute_id: str
 
     def __call__(self, written: Sequence[Written]) -> str:

@@ -31,7 +31,7 @@ from ._arrays import (
     read_histogram_meta,
 )
 from ._ledger import committed_between
-from ._writer import Written
+from ._write import Written
 from .errors import DuplicateInputError
 
 __all__ = [

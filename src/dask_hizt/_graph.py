@@ -37,7 +37,7 @@ from ._checkpoint import (
     snapshot_of,
     write_batch,
 )
-from ._commit import Commit, CommitTask
+from ._commit import CommitPlan, CommitTask
 from ._fill import FillTask
 from ._fill_groups import FillGroup
 from ._inputs import is_awkward
@@ -45,7 +45,7 @@ from ._lazy import FillBlock, make_lazy
 from ._plan import Plan
 from ._repo import RepoRef
 from ._route import route
-from ._writer import Owner
+from ._write import Owner
 from .config import Settings
 from .errors import StoreError
 from .storage import redact
@@ -258,7 +258,7 @@ def _store_tasks(
     token: str,
     fill_keys: Sequence[Key],
     spaces: Sequence[Sequence[Owner]],
-    commits: Sequence[Commit],
+    commits: Sequence[CommitPlan],
     settings: Settings,
     checkpoint: Checkpoint | None = None,
 ) -> dict[Key, Any]:
@@ -308,7 +308,7 @@ def _checkpointed(
     token: str,
     fill_keys: Sequence[Key],
     spaces: Sequence[Sequence[Owner]],
-    commits: Sequence[Commit],
+    commits: Sequence[CommitPlan],
     settings: Settings,
     checkpoint: Checkpoint,
 ) -> None:

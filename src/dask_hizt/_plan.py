@@ -33,7 +33,7 @@ from typing import Any
 import icechunk
 
 from ._arrays import Creation, prepare, read_histogram_meta
-from ._commit import Commit
+from ._commit import CommitPlan
 from ._fill import FillTask, Target
 from ._fill_groups import FillGroup, fill_groups, queue
 from ._growth import Growth, growth
@@ -43,7 +43,7 @@ from ._request import Request
 from ._route import cluster_threads, owners
 from ._stage import StagedLoad, staged_id
 from ._version import __version__
-from ._writer import Owner
+from ._write import Owner
 from .config import Settings
 
 __all__ = [
@@ -103,7 +103,7 @@ class Plan:
     groups: tuple[FillGroup, ...]
     staged: StagedLoads | None
     spaces: tuple[KeySpace, ...]
-    commits: tuple[Commit, ...]
+    commits: tuple[CommitPlan, ...]
     output_of: tuple[int, ...]
     settings: Settings
 
@@ -358,11 +358,11 @@ def _spaces(
 
 def _commits(
     repos: Sequence[Repository], targets: Sequence[Target], settings: Settings
-) -> tuple[Commit, ...]:
+) -> tuple[CommitPlan, ...]:
     """One commit per repository: the key spaces it merges and the paths it
     records inputs for."""
     return tuple(
-        Commit(
+        CommitPlan(
             repo.ref,
             repo.branch,
             repo.base,

@@ -1,7 +1,7 @@
 """Routing: which owner writes which chunks, and the tree of tasks that
 brings each owner the partials of its key range.
 
-A key space's chunks are cut into :class:`~dask_hizt._writer.Owner` runs of
+A key space's chunks are cut into :class:`~dask_hizt._write.Owner` runs of
 about ``dask_hizt.owner-bytes`` (:func:`owners`), so each zarr chunk has
 exactly one writer. :func:`route` adds the routing tree between the fill
 tasks and the owners::
@@ -32,7 +32,7 @@ import numpy as np
 
 from ._fill import Target
 from ._partial import combine
-from ._writer import Owner, Segment
+from ._write import Owner, Segment
 from .config import Settings
 
 __all__ = ["cluster_threads", "owners", "route"]
