@@ -14,9 +14,9 @@ import hist
 import icechunk
 import numpy as np
 import pytest
-from conftest import assert_hist_equal
 
 import dask_hizt as dh
+from dask_hizt.testing import assert_hist_equal
 
 ak = pytest.importorskip("awkward")
 dak = pytest.importorskip("dask_awkward", minversion="2025.9")

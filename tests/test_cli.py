@@ -21,6 +21,7 @@ import pytest
 import dask_hizt as dh
 from dask_hizt import _selection
 from dask_hizt.cli import DATASETS, _demo_partition
+from dask_hizt.testing import assert_hist_equal
 
 N = 4_000
 CATS = ["DY", "QCD", "TT"]
@@ -174,14 +175,8 @@ def test_demo_fills_on_a_local_cluster_and_prints_history(tmp_path: Path) -> Non
     for i in range(4):
         df = _demo_partition(i, 10_000)
         expected.fill(dataset=df.dataset, pt=df.pt, eta=df.eta, weight=df.weight)  # type: ignore[attr-defined]
-    got = stored.to_hist()
-    np.testing.assert_allclose(
-        got.values(flow=True), expected.values(flow=True), rtol=1e-12
-    )
-    np.testing.assert_allclose(
-        got.variances(flow=True), expected.variances(flow=True), rtol=1e-12
-    )
-    assert list(got.axes[0]) == list(DATASETS)
+    assert_hist_equal(stored, expected, rtol=1e-12)
+    assert list(stored.axes[0]) == list(DATASETS)
 
     # run again: every partition is in already; nothing is added or committed
     again = _run(*args, "--no-progress", cwd=tmp_path)
@@ -364,17 +359,6 @@ def test_plot_without_mplhep_uses_plain_matplotlib(
     assert matplotlib.image.imread(out).shape[0] > 100
 
 
-def _close(a: hist.Hist, b: hist.Hist) -> None:  # type: ignore[type-arg]
-    """Same axes and storage, same contents up to the order of additions."""
-    assert a.axes == b.axes
-    assert a.storage_type is b.storage_type
-    np.testing.assert_allclose(a.values(flow=True), b.values(flow=True), rtol=1e-12)
-    va, vb = a.variances(flow=True), b.variances(flow=True)
-    assert (va is None) == (vb is None)
-    if va is not None:
-        np.testing.assert_allclose(va, vb, rtol=1e-12)
-
-
 def test_export_root_h5_pickle(
     filled: Filled, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -385,7 +369,7 @@ def test_export_root_h5_pickle(
     repo = str(filled.repo)
     _ok("export", repo, "ana/pt_eta", str(tmp_path / "h.pkl"), cwd=tmp_path)
     with (tmp_path / "h.pkl").open("rb") as f:
-        _close(pickle.load(f), filled.eager)
+        assert_hist_equal(pickle.load(f), filled.eager, rtol=1e-12)
 
     def export(*args: str) -> None:
         done = _main(capsys, "export", repo, *args)
@@ -395,8 +379,10 @@ def test_export_root_h5_pickle(
     export("ana/pt_eta", h5)
     export("counts", h5, "--update")
     with h5py.File(h5) as f:
-        _close(hist.Hist(hdf5.read(f["ana/pt_eta"])), filled.eager)
-        _close(hist.Hist(hdf5.read(f["counts"])), filled.counts)
+        assert_hist_equal(
+            hist.Hist(hdf5.read(f["ana/pt_eta"])), filled.eager, rtol=1e-12
+        )
+        assert_hist_equal(hist.Hist(hdf5.read(f["counts"])), filled.counts)
 
     root = str(tmp_path / "h.root")
     export("ana/pt_eta", root, "--name", "pt_eta")

@@ -14,9 +14,9 @@ import hist
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import assert_hist_equal
 
 import dask_hizt as dh
+from dask_hizt.testing import assert_hist_equal
 
 SCHEDULERS = ["sync", "threads"]
 

@@ -23,10 +23,10 @@ import hist
 import icechunk
 import numpy as np
 import pytest
-from conftest import assert_hist_equal
 
 import dask_hizt as dh
 from dask_hizt import transaction
+from dask_hizt.testing import assert_hist_equal
 
 N = 20_000
 CATEGORIES = ["p0", "p1", "p2", "p3"]

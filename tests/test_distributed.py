@@ -23,9 +23,10 @@ import pandas as pd
 import psutil
 import pytest
 import zarr
-from conftest import assert_hist_equal, assert_landed, local_cluster
+from conftest import assert_landed, local_cluster
 
 import dask_hizt as dh
+from dask_hizt.testing import assert_hist_equal
 
 N = 12_000
 

@@ -24,10 +24,10 @@ import hist
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import assert_hist_equal
 
 import dask_hizt as dh
 from dask_hizt.collection import _parse_checkpoint
+from dask_hizt.testing import assert_hist_equal
 
 AXIS = hist.axis.Regular(20, -3, 3, name="x")
 PARTS = 10

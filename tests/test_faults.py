@@ -21,9 +21,10 @@ import hist
 import icechunk
 import numpy as np
 import pytest
-from conftest import assert_hist_equal, damage
+from conftest import damage
 
 import dask_hizt as dh
+from dask_hizt.testing import assert_hist_equal
 
 # Chunks of 1024 float64 bins; the sums of integer weights in them compress
 # to a few KiB, well above icechunk's 512-byte limit for chunks inlined into

@@ -12,9 +12,9 @@ import icechunk
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import assert_hist_equal
 
 import dask_hizt as dh
+from dask_hizt.testing import assert_hist_equal
 
 
 @pytest.fixture(scope="module")

@@ -30,10 +30,10 @@ import inputs_job
 import jobs
 import pandas as pd
 import pytest
-from conftest import assert_hist_equal
 from inputs_job import AXIS, KINDS
 
 import dask_hizt as dh
+from dask_hizt.testing import assert_hist_equal
 
 JOB = Path(inputs_job.__file__)
 ENV = {**os.environ, "ICECHUNK_LOG": "error"}

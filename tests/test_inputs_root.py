@@ -31,9 +31,9 @@ from typing import Any
 import hist
 import icechunk
 import pytest
-from conftest import assert_hist_equal
 
 import dask_hizt as dh
+from dask_hizt.testing import assert_hist_equal
 
 pytest.importorskip("dask_awkward", minversion="2025.9")
 pytest.importorskip("coffea")

@@ -20,11 +20,11 @@ import hist
 import icechunk
 import numpy as np
 import pytest
-from conftest import assert_hist_equal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dask_hizt as dh
+from dask_hizt.testing import assert_hist_equal
 
 N = 3_000
 DATASETS = ["DY", "QCD", "TT", "WW"]

@@ -15,12 +15,12 @@ import icechunk
 import numpy as np
 import pytest
 import zarr
-from conftest import assert_hist_equal
 
 import dask_hizt as dh
 from dask_hizt._fill import Target
 from dask_hizt.layout import Layout
 from dask_hizt.schema import FORMAT_VERSION, Schema
+from dask_hizt.testing import assert_hist_equal
 
 # A user function transform (named like the built-in one, to show the name is not trusted)
 _CFUNC = ctypes.CFUNCTYPE(ctypes.c_double, ctypes.c_double)

@@ -10,9 +10,9 @@ import dask.array as da
 import hist
 import numpy as np
 import pytest
-from conftest import assert_hist_equal
 
 import dask_hizt as dh
+from dask_hizt.testing import assert_hist_equal
 
 N = 100_000
 
