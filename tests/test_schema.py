@@ -15,9 +15,9 @@ import icechunk
 import numpy as np
 import pytest
 import zarr
+from dask.utils import key_split
 
 import dask_hizt as dh
-from dask_hizt._fill import Target
 from dask_hizt.layout import Layout
 from dask_hizt.schema import FORMAT_VERSION, Schema
 from dask_hizt.testing import assert_hist_equal
@@ -246,9 +246,6 @@ def test_auto_chunks_are_1_mib_until_an_array_would_have_too_many() -> None:
 
 
 def test_auto_owners_follow_size_chunks_and_cluster(repo_path: Path) -> None:
-    from dask_hizt._graph import GraphSettings
-    from dask_hizt._plan import _owners  # the rule, without a cluster
-
     axes = (
         hist.axis.Regular(200, 0, 1, name="x"),
         hist.axis.Regular(100, 0, 1, name="y"),
@@ -256,16 +253,20 @@ def test_auto_owners_follow_size_chunks_and_cluster(repo_path: Path) -> None:
     with dask.config.set({"dask_hizt.chunk-bytes": "2KiB"}):
         h = dh.Hist(*axes, store=repo_path, path="h")
     stored = h.fill(x=np.array([0.5]), y=np.array([0.5])).compute()
-    schema, layout = stored.schema, stored.layout
-    assert layout.n_chunks == 101  # 2 KiB: 2 of the 202 rows of 102 bins
-    target = Target("h", schema, layout, 0, 0)
-    session = stored.repository.writable_session("main")
-    settings = GraphSettings.from_config()
-    for threads, owners in [(1, 1), (4, 4), (64, 101 // 8)]:
+    assert stored.layout.n_chunks == 101  # 2 KiB: 2 of the 202 rows of 102 bins
+
+    def owners() -> int:
+        """Write tasks (one per owner) in the graph of a compute planned now."""
+        again = dh.Hist(*axes, store=repo_path, path="h")
+        graph = again.fill(x=np.array([0.5]), y=np.array([0.5])).__dask_graph__()
+        return sum(1 for k in graph if key_split(k) == "hizt-write")
+
+    # the local scheduler's threads, while each owner gets 8 chunks
+    for threads, n in [(1, 1), (4, 4), (64, 101 // 8)]:
         with dask.config.set({"num_workers": threads}):
-            assert len(_owners([target], session, settings)) == owners
+            assert owners() == n
     with dask.config.set({"dask_hizt.owners": 5}):
-        assert len(_owners([target], session, settings)) == 5
+        assert owners() == 5
 
 
 @pytest.mark.parametrize("bad", ["", "/abs", "a/../b", "..", "a//b", "./a", "a\\b"])
