@@ -38,7 +38,6 @@ from test_concurrency import _axes, _data, _expected
 import dask_hizt as dh
 from dask_hizt import storage
 from dask_hizt.testing import assert_hist_equal
-from dask_hizt.transaction import RepoRef
 
 AXIS = hist.axis.Regular(20, 0, 1, name="x")
 
@@ -219,8 +218,9 @@ def test_one_repository_per_url_one_commit_per_repository(
     a = _int_hist(s3_url, "a").fill(x=da.from_array(xa, chunks=1_000))
     b = _int_hist(s3_url, "b").fill(x=da.from_array(xb, chunks=1_000))
     c = _int_hist(tmp_path / "r.icechunk", "c").fill(x=da.from_array(xc, chunks=1_000))
-    assert a._ref is b._ref
-    assert RepoRef.from_store(s3_url) is a._ref
+    assert a.repository is b.repository
+    assert _int_hist(s3_url, "d").repository is a.repository
+    assert c.repository is not a.repository
     sa, sb, sc = dh.HistSet([a, b, c]).compute()
     assert sa.snapshot_id == sb.snapshot_id != sc.snapshot_id
     for s, x in ((sa, xa), (sb, xb), (sc, xc)):
