@@ -196,24 +196,32 @@ def test_checkpoint_durations(every: Any, seconds: float) -> None:
     assert checkpoint.batch == 4
 
 
+def _compute_every(repo_path: Path, every: Any) -> None:
+    dh.Hist(AXIS, store=repo_path, path="x").fill(np.array([0.5])).compute(
+        checkpoint=every, scheduler="sync"
+    )
+
+
 @pytest.mark.parametrize(
     "every", ["often", "", "-5s", "10 lightyears", "5 m s", "nan s", "1e999"]
 )
-def test_checkpoint_nonsense_is_refused(every: str) -> None:
+def test_checkpoint_nonsense_is_refused(every: str, repo_path: Path) -> None:
     with pytest.raises(
         ValueError, match="neither a number of partitions nor a duration"
     ):
-        _parse_checkpoint(every)
+        _compute_every(repo_path, every)
+    with pytest.raises(dh.NotAHistogramError):  # refused before anything ran
+        dh.open(repo_path, "x")
 
 
 @pytest.mark.parametrize("every", [-1.0, float("nan"), float("inf")])
-def test_checkpoint_bad_seconds_are_refused(every: float) -> None:
+def test_checkpoint_bad_seconds_are_refused(every: float, repo_path: Path) -> None:
     with pytest.raises(ValueError, match="finite and not negative"):
-        _parse_checkpoint(every)
+        _compute_every(repo_path, every)
     with pytest.raises(ValueError, match="finite and not negative"):
-        _parse_checkpoint(dt.timedelta(seconds=-1))
+        _compute_every(repo_path, dt.timedelta(seconds=-1))
     with pytest.raises(TypeError, match="number of partitions or a duration"):
-        _parse_checkpoint([10])
+        _compute_every(repo_path, [10])
 
 
 def test_failed_checkpointed_compute_keeps_its_batches(repo_path: Path) -> None:
