@@ -13,9 +13,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import hist
+import numpy as np
 import pytest
 
 os.environ.setdefault("ICECHUNK_LOG", "error")
+
+
+def as_hist(picked: object) -> hist.Hist[Any]:
+    """A selection that keeps axes: hist's stubs type ``h[...]`` as a
+    histogram or one bin's content."""
+    assert isinstance(picked, hist.Hist)
+    return picked
+
+
+def weighted_sum(h: hist.Hist[Any]) -> float:
+    """The sum of a Weight histogram's values, flow bins included."""
+    return float(np.sum(h.values(flow=True)))
 
 
 def damage(path: Path, how: str) -> None:

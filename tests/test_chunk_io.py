@@ -28,6 +28,7 @@ import pytest
 import zarr
 import zarr.buffer
 from conftest import damage
+from zarr.core.metadata import ArrayV3Metadata
 
 import dask_hizt as dh
 
@@ -35,7 +36,7 @@ import dask_hizt as dh
 from dask_hizt._chunkio import basic_region
 from dask_hizt.testing import assert_hist_equal
 
-STORAGES = {
+STORAGES: dict[str, type[bh.storage.Storage]] = {
     "double": bh.storage.Double,
     "int64": bh.storage.Int64,
     "weight": bh.storage.Weight,
@@ -79,10 +80,11 @@ def _compute(repo: Path, storage: str, columns: dict[str, Any]) -> dh.StoredHist
     """One compute of these columns into histogram ``h`` (in 3 partitions)."""
     h = dh.Hist(*AXES, storage=STORAGES[storage](), store=repo, path="h")
     h.fill(**{k: da.from_array(v, chunks=1000) for k, v in columns.items()})
-    return h.compute(scheduler="sync")
+    stored: dh.StoredHist = h.compute(scheduler="sync")
+    return stored
 
 
-def _eager(storage: str, *fills: dict[str, Any]) -> hist.Hist:  # type: ignore[type-arg]
+def _eager(storage: str, *fills: dict[str, Any]) -> hist.Hist[Any]:
     h = hist.Hist(*AXES, storage=STORAGES[storage]())
     for columns in fills:
         h.fill(**columns)
@@ -90,8 +92,30 @@ def _eager(storage: str, *fills: dict[str, Any]) -> hist.Hist:  # type: ignore[t
 
 
 def _fields(storage: str) -> tuple[str, ...]:
-    names = bh.Histogram(bh.axis.Regular(1, 0, 1), storage=STORAGES[storage]()).view()
-    return names.dtype.names or ("value",)
+    """The arrays of a storage: the fields of its view (docs/format.md)."""
+    h = bh.Histogram(bh.axis.Regular(1, 0, 1), storage=STORAGES[storage]())
+    return np.asarray(h.view()).dtype.names or ("value",)
+
+
+def _like(arr: zarr.Array[Any]) -> dict[str, Any]:
+    """The creation arguments of a new array like ``arr`` (its codecs too)."""
+    meta = arr.metadata
+    assert isinstance(meta, ArrayV3Metadata)
+    return {
+        "shape": arr.shape,
+        "chunks": arr.chunks,
+        "dtype": arr.dtype,
+        "fill_value": arr.fill_value,
+        "dimension_names": meta.dimension_names,
+    }
+
+
+def _field_of(view: npt.NDArray[Any], field: str) -> npt.NDArray[Any]:
+    """A field of a boost-histogram view (the view itself for one field)."""
+    if view.dtype.names is None:
+        return view
+    out: npt.NDArray[Any] = view[field]
+    return out
 
 
 def _tip(repo: Path) -> str:
@@ -133,16 +157,13 @@ def _as_zarr_stores(repo: Path, fields: Sequence[str]) -> dict[str, bytes | None
     scratch = zarr.storage.MemoryStore()
     for f in fields:
         arr = zarr.open_array(source, path=f"h/{f}", mode="r")
+        assert arr.serializer is not None
         copy = zarr.create_array(
             scratch,
             name=f"h/{f}",
-            shape=arr.shape,
-            chunks=arr.chunks,
-            dtype=arr.dtype,
-            fill_value=arr.fill_value,
             serializer=arr.serializer,
             compressors=arr.compressors,
-            dimension_names=arr.metadata.dimension_names,
+            **_like(arr),
         )
         copy[...] = arr[...]
     return _chunk_bytes(scratch, [k for f in fields for k in _keys(f)])
@@ -151,7 +172,9 @@ def _as_zarr_stores(repo: Path, fields: Sequence[str]) -> dict[str, bytes | None
 def _read(repo: Path, fields: Sequence[str]) -> list[npt.NDArray[Any]]:
     """Every field array, read by plain zarr."""
     store = _store(repo)
-    return [zarr.open_array(store, path=f"h/{f}", mode="r")[...] for f in fields]
+    return [
+        np.asarray(zarr.open_array(store, path=f"h/{f}", mode="r")[...]) for f in fields
+    ]
 
 
 @pytest.mark.parametrize("storage", list(STORAGES))
@@ -183,7 +206,7 @@ def test_stored_chunks_are_the_bytes_zarr_stores(tmp_path: Path, storage: str) -
     )
     view = np.asarray(_eager(storage, first, second).view(flow=True))
     for f, arr in zip(fields, _read(repo, fields), strict=True):
-        want = view if view.dtype.names is None else view[f]
+        want = _field_of(view, f)
         np.testing.assert_allclose(arr, want, rtol=tol, atol=tol)
 
 
@@ -229,13 +252,9 @@ def _recreate_with_gzip(repo: Path, fields: Sequence[str]) -> None:
         copy = zarr.create_array(
             session.store,
             name=f"h/{f}",
-            shape=arr.shape,
-            chunks=arr.chunks,
-            dtype=arr.dtype,
-            fill_value=arr.fill_value,
             compressors=zarr.codecs.GzipCodec(),
-            dimension_names=arr.metadata.dimension_names,
             overwrite=True,
+            **_like(arr),
         )
         copy[...] = data
     session.commit("gzip")
@@ -269,7 +288,7 @@ def test_chunk_format_as_the_format_page_says(tmp_path: Path) -> None:
     _compute(repo, "int64", _columns("int64", 7, ["a", "b", "c", "zz"]))
     store = _store(repo)
     arr = zarr.open_array(store, path="h/value", mode="r")
-    meta = arr.metadata.to_dict()
+    meta: dict[str, Any] = arr.metadata.to_dict()
     assert meta["fill_value"] == 0
     assert tuple(meta["chunk_grid"]["configuration"]["chunk_shape"]) == CHUNKS
     assert [c["name"] for c in meta["codecs"]] == ["bytes", "zstd"]
@@ -364,7 +383,7 @@ def test_damaged_chunk_raises_corrupt_chunk_error(
     assert _tip(repo) == tip  # nothing added
 
 
-SELECTIONS = {
+SELECTIONS: dict[str, Any] = {
     "all": ...,
     "row": (1, slice(None)),
     "block": (slice(1, 4), slice(60, 130)),
@@ -386,7 +405,8 @@ def test_region_reads_equal_zarr_reads(tmp_path: Path, name: str) -> None:
     arr = stored.to_dask_array("value", flow=True)
     assert arr.chunks == ((1, 1, 1, 1), (64, 64, 64, 10))
     selection = SELECTIONS[name]
-    want = zarr.open_array(_store(repo), path="h/value", mode="r").oindex[selection]
+    zarr_array = zarr.open_array(_store(repo), path="h/value", mode="r")
+    want = np.asarray(zarr_array.oindex[selection])
     got = np.asarray(arr[selection].compute(scheduler="sync"))
     assert got.shape == want.shape
     np.testing.assert_array_equal(got, want)

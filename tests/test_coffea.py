@@ -12,6 +12,8 @@ from typing import Any
 
 import hist
 import icechunk
+import numpy as np
+import numpy.typing as npt
 import pytest
 from nanoaod import (  # noqa: F401 - fixtures
     ReadLog,
@@ -95,13 +97,13 @@ def _eager(files: dict[str, Path]) -> dict[str, Any]:
     return {"pt": eager_reference(files, PT), "eta": eta, "nmuon": counts, "sumw": sumw}
 
 
-def _growing(expected: hist.Hist) -> hist.Hist:
+def _growing(expected: hist.Hist[Any]) -> hist.Hist[Any]:
     """``expected`` with its fixed dataset axis made a growing one (no
     overflow bin), as dask_hizt's histograms have it; its overflow bin must
     be empty."""
     dataset = expected.axes[0]
-    view = expected.view(flow=True)
-    for field in view.dtype.names:
+    view: npt.NDArray[Any] = np.asarray(expected.view(flow=True))
+    for field in view.dtype.names or ():
         assert not view[field][-1].any(), field
     out = hist.Hist(
         hist.axis.StrCategory(list(dataset), growth=True, name=dataset.name),

@@ -115,7 +115,7 @@ def _run_processes(
     icechunk.Repository.create(icechunk.local_filesystem_storage(str(repo)))
     try:
         for i, (cat, seed) in enumerate(zip(categories, seeds, strict=True)):
-            cfg = {
+            cfg: dict[str, Any] = {
                 "repo": str(repo),
                 "seed": seed,
                 "n": N,
@@ -159,7 +159,7 @@ def _run_processes(
                 proc.wait()
 
 
-def _expected(categories: list[str], seeds: list[int]) -> hist.Hist:
+def _expected(categories: list[str], seeds: list[int]) -> hist.Hist[Any]:
     expected = hist.Hist(*_axes(), storage=hist.storage.Int64())
     for cat, seed in zip(categories, seeds, strict=True):
         x, n = _data(seed)
@@ -259,7 +259,8 @@ def _compute_from_threads(repo_path: Path) -> None:
         h.__dask_graph__()  # planned now, on the tip of now; compute keeps this plan
         tips.append(h.repository.lookup_branch("main"))
         planned.wait(timeout=60)
-        return h.compute(scheduler="threads", num_workers=2)
+        stored: dh.StoredHist = h.compute(scheduler="threads", num_workers=2)
+        return stored
 
     with ThreadPoolExecutor(len(seeds)) as pool:
         results = list(pool.map(run, seeds, timeout=120))

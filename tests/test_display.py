@@ -56,10 +56,8 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             names = [a.name for a in axes]
             storage = hist.storage.Weight() if path == "cube" else hist.storage.Double()
             h = dh.Hist(*axes, storage=storage, store=repo, path=path)
-            stored_ = h.fill(**{n: lazy[n] for n in names}).compute()
-            eager = hist.Hist(*axes, storage=storage).fill(
-                **{n: data[n] for n in names}
-            )
+            stored_ = h.fill(*(lazy[n] for n in names)).compute()
+            eager = hist.Hist(*axes, storage=storage).fill(*(data[n] for n in names))
             out[path] = (stored_, eager)
     return out
 
@@ -200,7 +198,7 @@ def test_display_draw_fallback(stored: dict[str, Any], figure: Any) -> None:
 # ------------------------------------------------------------------ progress ---
 
 
-def _fill(repo: Path, factor: float) -> tuple[dh.Hist, hist.Hist]:  # type: ignore[type-arg]
+def _fill(repo: Path, factor: float) -> tuple[dh.Hist, hist.Hist[Any]]:
     values = np.random.default_rng(3).exponential(20.0, N) * factor
     axis = hist.axis.Regular(10, 0, 100, name="x")
     h = dh.Hist(axis, store=repo, path="x").fill(x=da.from_array(values, chunks=N // 4))

@@ -57,7 +57,7 @@ def _open_repo(path: Path) -> icechunk.Repository:
     return icechunk.Repository.open(icechunk.local_filesystem_storage(str(path)))
 
 
-STORAGES = {
+STORAGES: dict[str, type[hist.storage.Storage]] = {
     "Double": hist.storage.Double,
     "Int64": hist.storage.Int64,
     "Weight": hist.storage.Weight,

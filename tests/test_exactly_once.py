@@ -62,10 +62,13 @@ class Reads:
 
 def _job(reads: Any, parts: int = PARTS) -> dd.DataFrame:
     meta = _part(0).iloc[:0]  # given, so that no partition is read to guess it
-    return dd.from_map(reads, range(parts), meta=meta, enforce_metadata=False)
+    ddf: dd.DataFrame = dd.from_map(
+        reads, range(parts), meta=meta, enforce_metadata=False
+    )
+    return ddf
 
 
-def _eager(parts: list[int]) -> hist.Hist:
+def _eager(parts: list[int]) -> hist.Hist[Any]:
     h = hist.Hist(AXIS, storage=hist.storage.Weight())
     for i in parts:
         df = _part(i)

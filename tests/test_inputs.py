@@ -57,7 +57,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @functools.cache
-def _eager(kind: str, data: Path) -> hist.Hist:
+def _eager(kind: str, data: Path) -> hist.Hist[Any]:
     return inputs_job.eager(kind, data)
 
 

@@ -103,7 +103,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @functools.cache
-def _eager(data: Path, *, extra: bool = False) -> hist.Hist:
+def _eager(data: Path, *, extra: bool = False) -> hist.Hist[Any]:
     return inputs_root_job.eager(data, extra=extra)
 
 

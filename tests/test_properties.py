@@ -11,6 +11,7 @@ import dask
 import dask.array as da
 import hist
 import numpy as np
+from conftest import as_hist
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -118,8 +119,8 @@ class StoredVersusMemory(RuleBasedStateMachine):
     @rule(cat=st.sampled_from(["x", "y", "z"]), lo=st.integers(0, 5))
     def read_a_slice(self, cat: str, lo: int) -> None:
         latest = dh.open(self.dir, "s/h")
-        got = latest.to_hist()[cat, lo:]
-        want = self.model[cat, lo:]
+        got = as_hist(latest.to_hist()[cat, lo:])
+        want = as_hist(self.model[cat, lo:])
         np.testing.assert_array_equal(
             np.asarray(got.values(flow=True)), np.asarray(want.values(flow=True))
         )

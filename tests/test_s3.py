@@ -46,7 +46,7 @@ def _int_hist(store: Any, path: str = "h", **kwargs: Any) -> dh.Hist:
     return dh.Hist(AXIS, storage=hist.storage.Int64(), store=store, path=path, **kwargs)
 
 
-def _eager(*xs: np.ndarray) -> hist.Hist:
+def _eager(*xs: np.ndarray) -> hist.Hist[Any]:
     out = hist.Hist(AXIS, storage=hist.storage.Int64())
     for x in xs:
         out.fill(x)
@@ -311,8 +311,8 @@ def _run_racers(cfgs: list[dict[str, Any]], go: Path) -> list[dict[str, str]]:
             time.sleep(0.01)
         go.touch()
         for proc, c in zip(procs, cfgs, strict=True):
-            log = Path(c["out"]).with_suffix(".err")
-            assert proc.wait(timeout=120) == 0, f"racer failed:\n{log.read_text()}"
+            err_log = Path(c["out"]).with_suffix(".err")
+            assert proc.wait(timeout=120) == 0, f"racer failed:\n{err_log.read_text()}"
     finally:
         for proc in procs:  # only the processes this test started
             if proc.poll() is None:
@@ -369,7 +369,7 @@ def test_processes_racing_to_create_a_store_all_land(
     stores = [f"s3://{bucket}/race{k}" for k in range(3)]
     stores += [str(tmp_path / f"race{k}.icechunk") for k in range(2)]
     (tmp_path / "met").mkdir()
-    cfgs = [
+    cfgs: list[dict[str, Any]] = [
         {
             "stores": stores,
             "seed": i + 1,
