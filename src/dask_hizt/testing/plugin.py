@@ -9,9 +9,23 @@ what :func:`dask_hizt.testing.assert_hist_equal` would say.
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
-from dask_hizt.testing import _differences, _is_hist
+
+def _maybe_hist(obj: object) -> bool:
+    """Cheap pre-check, importing nothing: no histogram exists before
+    boost_histogram (or dask_hizt.stored) is imported. The plugin is loaded
+    in every pytest run, so it imports dask_hizt.testing only when needed."""
+    kinds = [
+        getattr(sys.modules.get(module), name, None)
+        for module, name in (
+            ("boost_histogram", "Histogram"),
+            ("dask_hizt.stored", "StoredHist"),
+        )
+    ]
+    return any(k is not None and isinstance(obj, k) for k in kinds)
 
 
 def _short(obj: object) -> str:
@@ -31,7 +45,11 @@ def pytest_assertrepr_compare(
     right: object,
 ) -> list[str] | None:
     """The explanation of ``left == right`` for two histograms, else ``None``."""
-    if op != "==" or not _is_hist(left) or not _is_hist(right):
+    if op != "==" or not _maybe_hist(left) or not _maybe_hist(right):
+        return None
+    from dask_hizt.testing._compare import _differences, _is_hist  # noqa: PLC0415
+
+    if not _is_hist(left) or not _is_hist(right):
         return None
     found = _differences(left, right)
     if not found:
