@@ -154,7 +154,7 @@ def _slowed(coll: Any, seconds: float) -> Any:
     if not seconds:
         return coll
     if isinstance(coll, da.Array):
-        return coll.map_blocks(pause, seconds, dtype=coll.dtype, meta=coll._meta)
+        return da.map_blocks(pause, coll, seconds, dtype=coll.dtype, meta=coll._meta)
     return coll.map_partitions(pause, seconds, meta=coll._meta)
 
 
@@ -221,6 +221,12 @@ def build(kind: str, data: Path, slow: float = 0.0) -> Job:
     raise ValueError(msg)
 
 
+def _array(group: zarr.Group, name: str) -> zarr.Array[Any]:
+    arr = group[name]
+    assert isinstance(arr, zarr.Array)
+    return arr
+
+
 def read_eager(kind: str, data: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """The same data as :func:`build`'s, read with pandas / numpy / zarr."""
     one = data / "events.parquet"
@@ -248,9 +254,10 @@ def read_eager(kind: str, data: Path) -> tuple[np.ndarray, np.ndarray | None]:
     if kind == "csv":
         return csvs.pt.to_numpy(), None
     if kind == "zarr":
-        return np.asarray(group["pt"][:]), None
+        return np.asarray(_array(group, "pt")[:]), None
     if kind == "zarr_map_blocks":
-        return transform(np.asarray(group["pt"][:])), np.asarray(group["w"][:])
+        pt, w = _array(group, "pt"), _array(group, "w")
+        return transform(np.asarray(pt[:])), np.asarray(w[:])
     if kind == "npy_stack":
         files = sorted((data / "stack").glob("*.npy"), key=lambda p: int(p.stem))
         return np.concatenate([np.load(p) for p in files]), None
@@ -264,7 +271,7 @@ def read_eager(kind: str, data: Path) -> tuple[np.ndarray, np.ndarray | None]:
     raise ValueError(msg)
 
 
-def eager(kind: str, data: Path) -> hist.Hist:
+def eager(kind: str, data: Path) -> hist.Hist[Any]:
     """The eager hist.Hist of a kind's job."""
     x, w = read_eager(kind, data)
     h = hist.Hist(AXIS, storage=build(kind, data).storage)

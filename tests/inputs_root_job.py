@@ -266,7 +266,7 @@ def run_kind(
 # ---------------------------------------------------------------- eager ---
 
 
-def eager(data: Path, *, extra: bool = False) -> hist.Hist:
+def eager(data: Path, *, extra: bool = False) -> hist.Hist[Any]:
     """The eager uproot + hist reference of every kind's job."""
     import nanoaod
 

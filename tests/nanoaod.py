@@ -230,7 +230,7 @@ def fileset(
 
 def muon_pt_hist(
     datasets: Iterable[str], pt_axis: hist.axis.Regular | None = None
-) -> hist.Hist:
+) -> hist.Hist[Any]:
     """The empty reference histogram: ``StrCategory(datasets)`` x pt, Weight storage."""
     return hist.Hist(
         hist.axis.StrCategory(list(datasets), name="dataset"),
@@ -274,8 +274,8 @@ def muon_pt_processor(
 
 
 def merge_outputs(
-    out: Mapping[str, Mapping[str, hist.Hist]], key: str = "muon_pt"
-) -> hist.Hist:
+    out: Mapping[str, Mapping[str, hist.Hist[Any]]], key: str = "muon_pt"
+) -> hist.Hist[Any]:
     """Sum one histogram over the datasets of a computed ``apply_to_fileset`` output."""
     hs = [o[key] for o in out.values()]
     total = hs[0].copy()
@@ -290,7 +290,7 @@ def merge_outputs(
 def eager_reference(
     paths_by_dataset: Mapping[str, str | os.PathLike[str] | Iterable[Any]],
     pt_axis: hist.axis.Regular | None = None,
-) -> hist.Hist:
+) -> hist.Hist[Any]:
     """:func:`muon_pt_hist` filled eagerly with uproot from the files themselves.
 
     For each dataset (category value = the mapping's key) and each of its files,
@@ -449,7 +449,9 @@ def steps_of(available: Any) -> set[tuple[str, int, int]]:
     }
 
 
-def report_partitions(report: Mapping[str, Any]) -> dict[tuple[str, int, int], int]:
+def report_partitions(
+    report: Mapping[str, Any],
+) -> dict[tuple[str, int, int], int | None]:
     """``{(file, start, stop): num_requested_bytes}`` from a computed coffea/uproot
     report (``{dataset: ak.Array}``, one row per partition of the report's read
     layer; a failed read has ``None`` bytes).

@@ -14,9 +14,9 @@ import hist
 import icechunk
 import numpy as np
 import pytest
-from conftest import assert_hist_equal
 
 import dask_hizt as dh
+from dask_hizt.testing import assert_hist_equal
 
 ak = pytest.importorskip("awkward")
 dak = pytest.importorskip("dask_awkward", minversion="2025.9")
@@ -127,7 +127,9 @@ def test_computed_with_other_awkward_outputs_reads_each_partition_once(
     n_muons = ak.sum(dak.num(events.Muon.eta, axis=1))
     # one optimizer for both: one graph, one read task per partition
     assert h.__dask_optimize__ is n_muons.__dask_optimize__
-    graph = dask.base.collections_to_dsk([h, n_muons], optimize_graph=True)
+    graph = dask.base.collections_to_dsk(  # type: ignore[attr-defined]  # stack B's dask (2025.3) has it
+        [h, n_muons], optimize_graph=True
+    )
     reads = [
         k
         for k in graph
@@ -171,7 +173,9 @@ def test_a_rerun_reads_only_the_partitions_not_yet_in(
     h = job(events, ids)
     assert h.pending() == ids[2:]
     # only the two missing row groups are read, and only the filled columns
-    graph = dask.base.collections_to_dsk([h], optimize_graph=True)
+    graph = dask.base.collections_to_dsk(  # type: ignore[attr-defined]  # stack B's dask (2025.3) has it
+        [h], optimize_graph=True
+    )
     reads = [
         k
         for k in graph

@@ -17,10 +17,12 @@ import dask.array as da
 import hist
 import numpy as np
 import pytest
+from conftest import as_hist, weighted_sum
 
 import dask_hizt as dh
 from dask_hizt import _selection
 from dask_hizt.cli import DATASETS, _demo_partition
+from dask_hizt.testing import assert_hist_equal
 
 N = 4_000
 CATS = ["DY", "QCD", "TT"]
@@ -90,9 +92,9 @@ class Filled:
 
     repo: Path
     first: str  # snapshot after the first fill of "ana/pt_eta" (tag "v1")
-    eager1: hist.Hist  # type: ignore[type-arg]  # "ana/pt_eta" at "v1"
-    eager: hist.Hist  # type: ignore[type-arg]  # "ana/pt_eta" at the tip
-    counts: hist.Hist  # type: ignore[type-arg]  # "counts" at the tip
+    eager1: hist.Hist[Any]  # "ana/pt_eta" at "v1"
+    eager: hist.Hist[Any]  # "ana/pt_eta" at the tip
+    counts: hist.Hist[Any]  # "counts" at the tip
 
 
 def _data(seed: int) -> dict[str, np.ndarray[Any, Any]]:
@@ -114,7 +116,7 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Filled:
         hist.axis.Regular(8, -4, 4, name="eta"),
     )
     eager = hist.Hist(*axes, storage=hist.storage.Weight())
-    counts = hist.Hist(hist.axis.Integer(0, 10, name="n"))
+    counts: hist.Hist[Any] = hist.Hist(hist.axis.Integer(0, 10, name="n"))
     first = ""
     eager1 = eager.copy()
     with dask.config.set(scheduler="sync"):
@@ -124,7 +126,7 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Filled:
             dh.Hist(
                 *axes, storage=hist.storage.Weight(), store=repo, path="ana/pt_eta"
             ).fill(**lazy).compute()
-            eager.fill(**d)
+            eager.fill(d["dataset"], d["pt"], d["eta"], weight=d["weight"])
             if seed == 1:
                 first = dh.open(repo, "ana/pt_eta").snapshot_id
                 eager1 = eager.copy()
@@ -174,14 +176,8 @@ def test_demo_fills_on_a_local_cluster_and_prints_history(tmp_path: Path) -> Non
     for i in range(4):
         df = _demo_partition(i, 10_000)
         expected.fill(dataset=df.dataset, pt=df.pt, eta=df.eta, weight=df.weight)  # type: ignore[attr-defined]
-    got = stored.to_hist()
-    np.testing.assert_allclose(
-        got.values(flow=True), expected.values(flow=True), rtol=1e-12
-    )
-    np.testing.assert_allclose(
-        got.variances(flow=True), expected.variances(flow=True), rtol=1e-12
-    )
-    assert list(got.axes[0]) == list(DATASETS)
+    assert_hist_equal(stored, expected, rtol=1e-12)
+    assert list(stored.axes[0]) == list(DATASETS)
 
     # run again: every partition is in already; nothing is added or committed
     again = _run(*args, "--no-progress", cwd=tmp_path)
@@ -248,13 +244,17 @@ def test_show_selection_equals_eager(filled: Filled) -> None:
         "eta=sum",
         cwd=filled.repo.parent,
     )
-    want = filled.eager["DY", hist.loc(20) : hist.loc(80) : hist.rebin(2), sum]
+    want = as_hist(
+        filled.eager["DY", hist.loc(20) : hist.loc(80) : hist.rebin(2), sum]  # type: ignore[index]
+    )
     rows = _table(out, 3)
     assert [r[0] for r in rows] == ["[20, 40)", "[40, 60)", "[60, 80)"]
     got = np.array([float(r[1]) for r in rows])
     np.testing.assert_allclose(got, want.values(), rtol=1e-9)
     errors = np.array([float(r[2]) for r in rows])
-    np.testing.assert_allclose(errors, np.sqrt(want.variances()), rtol=1e-3)
+    variances = want.variances()
+    assert variances is not None
+    np.testing.assert_allclose(errors, np.sqrt(variances), rtol=1e-3)
 
 
 def test_show_two_axes_flow_and_older_snapshot(
@@ -263,7 +263,7 @@ def test_show_two_axes_flow_and_older_snapshot(
     args = ("show", str(filled.repo), "ana/pt_eta", "pt=sum", "--flow", "--tag", "v1")
     done = _main(capsys, *args)
     assert done.returncode == 0, done.stderr
-    want = filled.eager1[:, sum, :]
+    want = as_hist(filled.eager1[:, sum, :])  # type: ignore[index]
     rows = _table(done.stdout, 4)
     assert len(rows) == want.values(flow=True).size  # 4 x 10 bins
     assert rows[0][:2] == ["DY", "(-inf, -4)"]
@@ -364,17 +364,6 @@ def test_plot_without_mplhep_uses_plain_matplotlib(
     assert matplotlib.image.imread(out).shape[0] > 100
 
 
-def _close(a: hist.Hist, b: hist.Hist) -> None:  # type: ignore[type-arg]
-    """Same axes and storage, same contents up to the order of additions."""
-    assert a.axes == b.axes
-    assert a.storage_type is b.storage_type
-    np.testing.assert_allclose(a.values(flow=True), b.values(flow=True), rtol=1e-12)
-    va, vb = a.variances(flow=True), b.variances(flow=True)
-    assert (va is None) == (vb is None)
-    if va is not None:
-        np.testing.assert_allclose(va, vb, rtol=1e-12)
-
-
 def test_export_root_h5_pickle(
     filled: Filled, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -385,7 +374,7 @@ def test_export_root_h5_pickle(
     repo = str(filled.repo)
     _ok("export", repo, "ana/pt_eta", str(tmp_path / "h.pkl"), cwd=tmp_path)
     with (tmp_path / "h.pkl").open("rb") as f:
-        _close(pickle.load(f), filled.eager)
+        assert_hist_equal(pickle.load(f), filled.eager, rtol=1e-12)
 
     def export(*args: str) -> None:
         done = _main(capsys, "export", repo, *args)
@@ -395,8 +384,10 @@ def test_export_root_h5_pickle(
     export("ana/pt_eta", h5)
     export("counts", h5, "--update")
     with h5py.File(h5) as f:
-        _close(hist.Hist(hdf5.read(f["ana/pt_eta"])), filled.eager)
-        _close(hist.Hist(hdf5.read(f["counts"])), filled.counts)
+        assert_hist_equal(
+            hist.Hist(dict(hdf5.read(f["ana/pt_eta"]))), filled.eager, rtol=1e-12
+        )
+        assert_hist_equal(hist.Hist(dict(hdf5.read(f["counts"]))), filled.counts)
 
     root = str(tmp_path / "h.root")
     export("ana/pt_eta", root, "--name", "pt_eta")
@@ -404,12 +395,14 @@ def test_export_root_h5_pickle(
     with uproot.open(root) as f:
         back = f["pt_eta"].to_hist()
         np.testing.assert_allclose(back.values(), filled.eager.values(), rtol=1e-12)
-        np.testing.assert_allclose(
-            back.variances(), filled.eager.variances(), rtol=1e-12
-        )
+        variances = filled.eager.variances()
+        assert variances is not None
+        np.testing.assert_allclose(back.variances(), variances, rtol=1e-12)
         assert f["ana/pt_eta"].classname == "TH2D"
         np.testing.assert_allclose(
-            f["ana/pt_eta"].values(), filled.eager[:, :, sum].values(), rtol=1e-12
+            f["ana/pt_eta"].values(),
+            as_hist(filled.eager[:, :, sum]).values(),  # type: ignore[index]
+            rtol=1e-12,
         )
 
     line = _failed(_main(capsys, "export", repo, "counts", "h.txt"), 2)
@@ -462,8 +455,7 @@ def test_diff_reports_changed_histograms_and_sums(
     assert lines[0].startswith(f"{filled.first} -> ")
     by_path = {line.split()[0]: line for line in lines[1:]}
     assert set(by_path) == {"ana/pt_eta", "counts"}
-    before = filled.eager1.sum(flow=True).value
-    after = filled.eager.sum(flow=True).value
+    before, after = weighted_sum(filled.eager1), weighted_sum(filled.eager)
     match = re.search(r"sum (\S+) -> (\S+) \((\S+)\)", by_path["ana/pt_eta"])
     assert match is not None
     np.testing.assert_allclose(
@@ -487,8 +479,7 @@ def test_diff_backwards_in_history(filled: Filled) -> None:
     )
     by_path = {line.split()[0]: line for line in lines[1:]}
     assert set(by_path) == {"ana/pt_eta", "counts"}
-    before = filled.eager.sum(flow=True).value
-    after = filled.eager1.sum(flow=True).value
+    before, after = weighted_sum(filled.eager), weighted_sum(filled.eager1)
     match = re.search(r"sum (\S+) -> (\S+) \((\S+)\)", by_path["ana/pt_eta"])
     assert match is not None
     np.testing.assert_allclose(
@@ -520,9 +511,10 @@ def test_diff_of_diverged_branches_is_refused(
     data = [np.random.default_rng(i).uniform(0, 1, 50) for i in range(3)]
 
     def fill(x: np.ndarray[Any, Any], branch: str) -> dh.StoredHist:
-        return dh.histogram(
+        stored: dh.StoredHist = dh.histogram(
             x, bins=5, range=(0, 1), store=repo_path, path="x", branch=branch
         ).compute()
+        return stored
 
     parted = fill(data[0], "main")
     parted.repository.create_branch("other", parted.snapshot_id)

@@ -14,9 +14,9 @@ import hist
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import assert_hist_equal
 
 import dask_hizt as dh
+from dask_hizt.testing import assert_hist_equal
 
 SCHEDULERS = ["sync", "threads"]
 
@@ -42,7 +42,7 @@ def test_histogram_1d_from_dataframe(store: Any, scheduler: str) -> None:
         stored = dh.histogram(
             ddf.pt, bins=50, range=(0, 200), store=store, path="pt"
         ).compute()
-    expected = hist.Hist(hist.axis.Regular(50, 0, 200)).fill(df.pt)
+    expected: hist.Hist[Any] = hist.Hist(hist.axis.Regular(50, 0, 200)).fill(df.pt)
     assert_hist_equal(stored, expected)
     assert stored.storage_type is hist.storage.Double
     assert dh.open(store, "pt").snapshot_id == stored.snapshot_id
@@ -115,7 +115,13 @@ def test_histogram_bad_binning_commits_nothing(repo_path: Path) -> None:
     tip = repo.lookup_branch("main")
     for bins, span, _ in BAD_BINNING:
         with pytest.raises(dh.FillError):
-            dh.histogram(x, bins=bins, range=span, store=repo_path, path="y").compute()
+            dh.histogram(
+                x,
+                bins=bins,  # type: ignore[arg-type]  # wrong on purpose
+                range=span,  # type: ignore[arg-type]
+                store=repo_path,
+                path="y",
+            ).compute()
     assert repo.lookup_branch("main") == tip
     with pytest.raises(dh.NotAHistogramError):
         dh.open(repo_path, "y")
@@ -125,10 +131,20 @@ def test_histogram_takes_numpy_bins_and_edges(repo_path: Path) -> None:
     x = np.random.default_rng(2).uniform(-1, 3, 1_000)
     lazy = da.from_array(x, chunks=250)
     edges = np.array([-1.0, 0.0, 0.5, 2.0])
+    # numpy scalars and arrays, which the annotations (int, sequences) leave out
     regular = dh.histogram(
-        lazy, bins=np.int64(8), range=np.array([0.0, 2.0]), store=repo_path, path="r"
+        lazy,
+        bins=np.int64(8),  # type: ignore[arg-type]
+        range=np.array([0.0, 2.0]),  # type: ignore[arg-type]
+        store=repo_path,
+        path="r",
     ).compute()
-    variable = dh.histogram(lazy, bins=edges, store=repo_path, path="v").compute()
+    variable = dh.histogram(
+        lazy,
+        bins=edges,  # type: ignore[arg-type]
+        store=repo_path,
+        path="v",
+    ).compute()
     assert_hist_equal(regular, hist.Hist(hist.axis.Regular(8, 0, 2)).fill(x))
     assert_hist_equal(variable, hist.Hist(hist.axis.Variable(edges)).fill(x))
 
@@ -334,7 +350,8 @@ def test_fused_fill_makes_derived_inputs_one_at_a_time(store: Any) -> None:
     x, w = da.from_array(xs, chunks=1_000), da.from_array(ws, chunks=1_000)
     axis = hist.axis.Regular(10, 0, 1, name="x")
     live = _Live()
-    hists, expected = [], []
+    hists: list[dh.Hist] = []
+    expected: list[hist.Hist[Any]] = []
     for i in range(20):
         factor = 1 + i / 8
         h = dh.Hist(axis, store=store, path=f"h{i}")

@@ -23,10 +23,9 @@ import hist
 import icechunk
 import numpy as np
 import pytest
-from conftest import assert_hist_equal
 
 import dask_hizt as dh
-from dask_hizt import _commit
+from dask_hizt.testing import assert_hist_equal
 
 N = 20_000
 CATEGORIES = ["p0", "p1", "p2", "p3"]
@@ -116,7 +115,7 @@ def _run_processes(
     icechunk.Repository.create(icechunk.local_filesystem_storage(str(repo)))
     try:
         for i, (cat, seed) in enumerate(zip(categories, seeds, strict=True)):
-            cfg = {
+            cfg: dict[str, Any] = {
                 "repo": str(repo),
                 "seed": seed,
                 "n": N,
@@ -160,7 +159,7 @@ def _run_processes(
                 proc.wait()
 
 
-def _expected(categories: list[str], seeds: list[int]) -> hist.Hist:
+def _expected(categories: list[str], seeds: list[int]) -> hist.Hist[Any]:
     expected = hist.Hist(*_axes(), storage=hist.storage.Int64())
     for cat, seed in zip(categories, seeds, strict=True):
         x, n = _data(seed)
@@ -235,40 +234,39 @@ def _slow(block: np.ndarray, delay: float) -> np.ndarray:
     return block
 
 
-def test_threads_compute_into_one_histogram(
-    repo_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_threads_compute_into_one_histogram(repo_path: Path) -> None:
     """Two threads of one process compute into the same histogram at once,
     each with its own ``Hist`` object and the threaded scheduler."""
     # dask.config is global: set it for all threads, before the histogram is made
     with dask.config.set({"dask_hizt.chunk-bytes": "1KiB", "dask_hizt.owners": 2}):
-        _compute_from_threads(repo_path, monkeypatch)
+        _compute_from_threads(repo_path)
 
 
-def _compute_from_threads(repo_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _compute_from_threads(repo_path: Path) -> None:
     # created before the threads start (racing creators: tests/test_identities.py)
-    dh.Hist(*_axes(), storage=hist.storage.Int64(), store=repo_path, path="h").compute()
-    fixups: list[str] = []
-    add_theirs = _commit.add_theirs
-
-    def spy(repo: Any, session: Any, base: str, ours: Any) -> None:
-        fixups.append(base)
-        add_theirs(repo, session, base, ours)
-
-    monkeypatch.setattr(_commit, "add_theirs", spy)
+    created = dh.Hist(
+        *_axes(), storage=hist.storage.Int64(), store=repo_path, path="h"
+    ).compute()
     seeds = [301, 302]
-    barrier = threading.Barrier(len(seeds))
+    planned = threading.Barrier(len(seeds))
+    tips: list[str] = []
 
     def run(seed: int) -> dh.StoredHist:
         x, n = _data(seed)
         h = dh.Hist(*_axes(), storage=hist.storage.Int64(), store=repo_path, path="h")
         dx = da.from_array(x, chunks=N // 4).map_blocks(_slow, 0.2, dtype=x.dtype)
         h.fill(proc="p0", x=dx, n=da.from_array(n, chunks=N // 4))
-        barrier.wait(timeout=60)
-        return h.compute(scheduler="threads", num_workers=2)
+        h.__dask_graph__()  # planned now, on the tip of now; compute keeps this plan
+        tips.append(h.repository.lookup_branch("main"))
+        planned.wait(timeout=60)
+        stored: dh.StoredHist = h.compute(scheduler="threads", num_workers=2)
+        return stored
 
     with ThreadPoolExecutor(len(seeds)) as pool:
         results = list(pool.map(run, seeds, timeout=120))
+    # both planned on the creation commit: the second to commit found the
+    # branch moved under it, and added the first one's counts
+    assert tips == [created.snapshot_id] * 2
     expected = _expected(["p0", "p0"], seeds)
     stored = dh.open(repo_path, "h")
     assert_hist_equal(stored, expected)
@@ -276,8 +274,6 @@ def _compute_from_threads(repo_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert {c.snapshot_id for c in fills} == {r.snapshot_id for r in results}
     assert len(fills) == 2
     assert stored.layout.n_chunks > 3
-    # the second commit found the branch moved under it and added the first one's counts
-    assert len(fixups) == 1
 
 
 def test_first_use_of_a_repository_from_two_threads(tmp_path: Path) -> None:

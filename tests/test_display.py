@@ -56,10 +56,8 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             names = [a.name for a in axes]
             storage = hist.storage.Weight() if path == "cube" else hist.storage.Double()
             h = dh.Hist(*axes, storage=storage, store=repo, path=path)
-            stored_ = h.fill(**{n: lazy[n] for n in names}).compute()
-            eager = hist.Hist(*axes, storage=storage).fill(
-                **{n: data[n] for n in names}
-            )
+            stored_ = h.fill(*(lazy[n] for n in names)).compute()
+            eager = hist.Hist(*axes, storage=storage).fill(*(data[n] for n in names))
             out[path] = (stored_, eager)
     return out
 
@@ -94,7 +92,7 @@ def test_repr_html_2d_draws_a_mesh(stored: dict[str, Any]) -> None:
 
 
 def test_repr_html_3d_and_large_are_text_only(
-    stored: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    stored: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     s, eager = stored["cube"]
     page = s._repr_html_()
@@ -103,15 +101,22 @@ def test_repr_html_3d_and_large_are_text_only(
     assert f"{eager.sum(flow=True).value:.10g}" in page
     assert "2 categories: DY, TT" in page
 
-    # more bins than the limit: nothing is read
+    # more bins than the limit (a million): nothing is read
+    big = dh.Hist(
+        hist.axis.Regular(1000, 0, 1, name="x"),
+        hist.axis.Regular(1000, 0, 1, name="y"),
+        store=tmp_path / "big.icechunk",
+        path="big",
+    ).compute()
+
     def refuse(*_: Any) -> None:
         raise AssertionError("read")
 
     monkeypatch.setattr(dh.StoredHist, "to_hist", refuse)
-    small_limit = _display.repr_html(s, "here", max_bins=10)
-    assert "not read" in small_limit
-    assert "No drawing" in small_limit
-    assert "<svg" not in small_limit
+    large = big._repr_html_()
+    assert "not read" in large
+    assert "No drawing" in large
+    assert "<svg" not in large
 
 
 def test_repr_html_without_matplotlib(
@@ -193,7 +198,7 @@ def test_display_draw_fallback(stored: dict[str, Any], figure: Any) -> None:
 # ------------------------------------------------------------------ progress ---
 
 
-def _fill(repo: Path, factor: float) -> tuple[dh.Hist, hist.Hist]:  # type: ignore[type-arg]
+def _fill(repo: Path, factor: float) -> tuple[dh.Hist, hist.Hist[Any]]:
     values = np.random.default_rng(3).exponential(20.0, N) * factor
     axis = hist.axis.Regular(10, 0, 100, name="x")
     h = dh.Hist(axis, store=repo, path="x").fill(x=da.from_array(values, chunks=N // 4))

@@ -23,9 +23,13 @@ import pandas as pd
 import psutil
 import pytest
 import zarr
-from conftest import assert_hist_equal, assert_landed, local_cluster
+from conftest import assert_landed, local_cluster
+from dask.typing import Key
+from dask.utils import key_split
+from distributed import WorkerPlugin
 
 import dask_hizt as dh
+from dask_hizt.testing import assert_hist_equal
 
 N = 12_000
 
@@ -53,7 +57,7 @@ def _open_repo(path: Path) -> icechunk.Repository:
     return icechunk.Repository.open(icechunk.local_filesystem_storage(str(path)))
 
 
-STORAGES = {
+STORAGES: dict[str, type[hist.storage.Storage]] = {
     "Double": hist.storage.Double,
     "Int64": hist.storage.Int64,
     "Weight": hist.storage.Weight,
@@ -437,35 +441,24 @@ def _hang_in_block(
     return x
 
 
-def _install_kill_after(target: str, marker: str) -> None:
-    """In a worker process: make the next owner (or commit) task die right after its work."""
-    import dask_hizt._write as writer
-    from dask_hizt import _commit
+class _KillAfter(WorkerPlugin):
+    """Kills its worker process right after the first task named ``prefix``
+    (over all workers) finished: its work is done (an owner's chunks are in
+    storage, its fork orphaned; a commit landed) but the result never
+    reaches the scheduler."""
 
-    if target == "owner":
-        owner_call = writer.Owner.__call__
+    def __init__(self, prefix: str, marker: str) -> None:
+        self.prefix = prefix
+        self.marker = marker
 
-        def call(self: Any, partials: Any) -> Any:
-            out = owner_call(
-                self, partials
-            )  # chunks are in storage now, the fork is orphaned
-            if _first_time(marker):
-                os._exit(1)
-            return out
-
-        writer.Owner.__call__ = call  # type: ignore[method-assign]
-    else:
-        commit_forks = _commit.commit_forks
-
-        def commit(*args: Any, **kwargs: Any) -> Any:
-            out = commit_forks(
-                *args, **kwargs
-            )  # committed, but the result never reaches the scheduler
-            if _first_time(marker):
-                os._exit(1)
-            return out
-
-        _commit.commit_forks = commit
+    def transition(self, key: Key, start: str, finish: str, **kwargs: Any) -> None:
+        del kwargs
+        if (
+            (start, finish) == ("executing", "memory")
+            and key_split(key) == self.prefix
+            and _first_time(self.marker)
+        ):
+            os._exit(1)
 
 
 def _worker_pids(client: Any) -> set[int]:
@@ -487,7 +480,7 @@ def test_worker_killed_mid_compute(
     elif where == "fill-external-kill":
         x = x.map_blocks(_hang_in_block, marker, 5, dtype=x.dtype)
     else:
-        client.run(_install_kill_after, "owner", marker)
+        client.register_plugin(_KillAfter("hizt-write", marker))
     axes = (
         hist.axis.Regular(30, 0, 300, name="pt"),
         hist.axis.Regular(20, -5, 5, name="eta"),
@@ -525,7 +518,7 @@ def test_worker_killed_after_commit_is_exactly_once(
     client = own_cluster
     repo_path = tmp_path / "repo.icechunk"
     marker = str(tmp_path / "killed")
-    client.run(_install_kill_after, "commit", marker)
+    client.register_plugin(_KillAfter("hizt-commit", marker))
     df = _data(seed=32)
     x = da.from_array(df.pt.to_numpy(), chunks=2_000)
     axis = hist.axis.Regular(30, 0, 300, name="pt")

@@ -24,10 +24,10 @@ import hist
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import assert_hist_equal
 
 import dask_hizt as dh
 from dask_hizt._checkpoint import parse_checkpoint as _parse_checkpoint
+from dask_hizt.testing import assert_hist_equal
 
 AXIS = hist.axis.Regular(20, -3, 3, name="x")
 PARTS = 10
@@ -62,10 +62,13 @@ class Reads:
 
 def _job(reads: Any, parts: int = PARTS) -> dd.DataFrame:
     meta = _part(0).iloc[:0]  # given, so that no partition is read to guess it
-    return dd.from_map(reads, range(parts), meta=meta, enforce_metadata=False)
+    ddf: dd.DataFrame = dd.from_map(
+        reads, range(parts), meta=meta, enforce_metadata=False
+    )
+    return ddf
 
 
-def _eager(parts: list[int]) -> hist.Hist:
+def _eager(parts: list[int]) -> hist.Hist[Any]:
     h = hist.Hist(AXIS, storage=hist.storage.Weight())
     for i in parts:
         df = _part(i)
@@ -196,24 +199,32 @@ def test_checkpoint_durations(every: Any, seconds: float) -> None:
     assert checkpoint.batch == 4
 
 
+def _compute_every(repo_path: Path, every: Any) -> None:
+    dh.Hist(AXIS, store=repo_path, path="x").fill(np.array([0.5])).compute(
+        checkpoint=every, scheduler="sync"
+    )
+
+
 @pytest.mark.parametrize(
     "every", ["often", "", "-5s", "10 lightyears", "5 m s", "nan s", "1e999"]
 )
-def test_checkpoint_nonsense_is_refused(every: str) -> None:
+def test_checkpoint_nonsense_is_refused(every: str, repo_path: Path) -> None:
     with pytest.raises(
         ValueError, match="neither a number of partitions nor a duration"
     ):
-        _parse_checkpoint(every)
+        _compute_every(repo_path, every)
+    with pytest.raises(dh.NotAHistogramError):  # refused before anything ran
+        dh.open(repo_path, "x")
 
 
 @pytest.mark.parametrize("every", [-1.0, float("nan"), float("inf")])
-def test_checkpoint_bad_seconds_are_refused(every: float) -> None:
+def test_checkpoint_bad_seconds_are_refused(every: float, repo_path: Path) -> None:
     with pytest.raises(ValueError, match="finite and not negative"):
-        _parse_checkpoint(every)
+        _compute_every(repo_path, every)
     with pytest.raises(ValueError, match="finite and not negative"):
-        _parse_checkpoint(dt.timedelta(seconds=-1))
+        _compute_every(repo_path, dt.timedelta(seconds=-1))
     with pytest.raises(TypeError, match="number of partitions or a duration"):
-        _parse_checkpoint([10])
+        _compute_every(repo_path, [10])
 
 
 def test_failed_checkpointed_compute_keeps_its_batches(repo_path: Path) -> None:

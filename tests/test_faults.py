@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import pickle
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,9 +21,10 @@ import hist
 import icechunk
 import numpy as np
 import pytest
-from conftest import assert_hist_equal, damage
+from conftest import damage
 
 import dask_hizt as dh
+from dask_hizt.testing import assert_hist_equal
 
 # Chunks of 1024 float64 bins; the sums of integer weights in them compress
 # to a few KiB, well above icechunk's 512-byte limit for chunks inlined into
@@ -166,7 +167,7 @@ def test_failing_write_commits_nothing_gc_removes_orphans_rerun_lands(
     repo_path: Path, monkeypatch: pytest.MonkeyPatch, scheduler: str
 ) -> None:
     pool = ThreadPoolExecutor(2)
-    with dask.config.set(scheduler=scheduler, pool=pool, **{"dask_hizt.owners": 3}):
+    with dask.config.set({"dask_hizt.owners": 3}, scheduler=scheduler, pool=pool):
         first = _data(seed=1)
         _lazy(repo_path, first).compute()
         _drop_scratch(repo_path)
@@ -319,7 +320,7 @@ def _one_chunk_histogram(repo: Path) -> tuple[dict[str, Any], str]:
     raise AssertionError("no chunk object of h found")
 
 
-READERS = {
+READERS: dict[str, Callable[[dh.StoredHist], object]] = {
     "to_hist": lambda s: s.to_hist(),
     "getitem": lambda s: s["b", :],
     "project": lambda s: s.project("x"),

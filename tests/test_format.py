@@ -205,7 +205,7 @@ def test_storage_records_say_what_fills_take(storage: Any, repo_path: Path) -> N
     # fills are refused weight= and sample= as the record says
     axis = hist.axis.Regular(2, 0, 1, name="x")
     h = dh.Hist(axis, storage=storage(), store=repo_path, path="h")
-    samples = {"sample": [1.0]} if sample else {}
+    samples: dict[str, Any] = {"sample": [1.0]} if sample else {}
     if weight:
         h.fill(x=[0.5], weight=[2.0], **samples)
     else:

@@ -16,10 +16,10 @@ import dask.array as da
 import hist
 import icechunk
 import numpy as np
-from conftest import assert_hist_equal
 
 import dask_hizt as dh
 from dask_hizt._history import CommitRecord, ancestry
+from dask_hizt.testing import assert_hist_equal
 
 FILL = {
     "dask_hizt": {
@@ -61,7 +61,7 @@ def _commit_each(path: Path, documents: list[dict[str, Any]]) -> icechunk.Reposi
 
 
 def test_documents_of_earlier_versions_round_trip(tmp_path: Path) -> None:
-    documents = [FILL, GROWTH, CREATE_ONLY, DELETE]
+    documents: list[dict[str, Any]] = [FILL, GROWTH, CREATE_ONLY, DELETE]
     repo = _commit_each(tmp_path / "r.icechunk", documents)
     walked = list(ancestry(repo, branch="main"))
     assert [s.message for s, _ in walked][:4] == [f"commit {i}" for i in (3, 2, 1, 0)]
@@ -113,7 +113,8 @@ def test_records_written_by_computes_and_deletes_round_trip(tmp_path: Path) -> N
     def fill(label: str, x: np.ndarray) -> dh.StoredHist:
         h = dh.Hist(*axes, storage=hist.storage.Int64(), store=repo_path, path="g")
         dx = da.from_array(x, chunks=1_000)
-        return h.fill(dataset=label, x=dx).compute()
+        stored: dh.StoredHist = h.fill(dataset=label, x=dx).compute()
+        return stored
 
     first = fill("DY", x1)
     second = fill("QCD", x2)

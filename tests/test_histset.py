@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import dask
 import dask.array as da
@@ -12,9 +14,9 @@ import icechunk
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import assert_hist_equal
 
 import dask_hizt as dh
+from dask_hizt.testing import assert_hist_equal
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,7 @@ def frame() -> pd.DataFrame:
     )
 
 
-def _fill_tasks(graph: dict) -> int:
+def _fill_tasks(graph: Mapping[Any, Any]) -> int:
     return sum(
         1 for k in graph if isinstance(k, tuple) and str(k[0]).startswith("hizt-fill")
     )

@@ -21,9 +21,9 @@ import icechunk
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import assert_hist_equal
 
 import dask_hizt as dh
+from dask_hizt.testing import assert_hist_equal
 
 AXIS = hist.axis.Regular(40, 0, 200, name="x")
 
@@ -60,7 +60,7 @@ def _hist(repo: Path, path: str = "h", storage: Any = None) -> dh.Hist:
     )
 
 
-def _eager(*fills: tuple[Any, Any]) -> hist.Hist:
+def _eager(*fills: tuple[Any, Any]) -> hist.Hist[Any]:
     h = hist.Hist(AXIS, storage=hist.storage.Weight())
     for x, w in fills:
         h.fill(x, weight=w)
@@ -115,7 +115,8 @@ def test_a_file_added_to_the_directory_adds_only_it(tmp_path: Path) -> None:
 
     def job() -> dh.StoredHist:
         ddf = dd.read_parquet(tmp_path / "d")
-        return _hist(repo).fill(ddf.a, weight=ddf.w).compute()
+        stored: dh.StoredHist = _hist(repo).fill(ddf.a, weight=ddf.w).compute()
+        return stored
 
     job()
     _write_dir(tmp_path / "d", {"part1": parts["part1"]})

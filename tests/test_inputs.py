@@ -30,10 +30,10 @@ import inputs_job
 import jobs
 import pandas as pd
 import pytest
-from conftest import assert_hist_equal
 from inputs_job import AXIS, KINDS
 
 import dask_hizt as dh
+from dask_hizt.testing import assert_hist_equal
 
 JOB = Path(inputs_job.__file__)
 ENV = {**os.environ, "ICECHUNK_LOG": "error"}
@@ -57,7 +57,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @functools.cache
-def _eager(kind: str, data: Path) -> hist.Hist:
+def _eager(kind: str, data: Path) -> hist.Hist[Any]:
     return inputs_job.eager(kind, data)
 
 

@@ -31,9 +31,9 @@ from typing import Any
 import hist
 import icechunk
 import pytest
-from conftest import assert_hist_equal
 
 import dask_hizt as dh
+from dask_hizt.testing import assert_hist_equal
 
 pytest.importorskip("dask_awkward", minversion="2025.9")
 pytest.importorskip("coffea")
@@ -103,7 +103,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @functools.cache
-def _eager(data: Path, *, extra: bool = False) -> hist.Hist:
+def _eager(data: Path, *, extra: bool = False) -> hist.Hist[Any]:
     return inputs_root_job.eager(data, extra=extra)
 
 

@@ -20,15 +20,15 @@ import hist
 import icechunk
 import numpy as np
 import pytest
-from conftest import assert_hist_equal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dask_hizt as dh
+from dask_hizt.testing import assert_hist_equal
 
 N = 3_000
 DATASETS = ["DY", "QCD", "TT", "WW"]
-STORAGES = {
+STORAGES: dict[str, type[hist.storage.Storage]] = {
     "double": hist.storage.Double,
     "int64": hist.storage.Int64,
     "weight": hist.storage.Weight,
@@ -39,7 +39,7 @@ STORAGES = {
 
 def _fill(
     store: Path, path: str, axes: tuple[Any, ...], storage: str, columns: list[Any]
-) -> tuple[dh.StoredHist, hist.Hist]:  # type: ignore[type-arg]
+) -> tuple[dh.StoredHist, hist.Hist[Any]]:
     """Fill a stored histogram; return it and its whole eager ``hist.Hist``."""
     rng = np.random.default_rng(len(path))
     # Non-integer weights, so that exact equality also checks summation order.
@@ -152,7 +152,7 @@ def _storages(shape: str) -> list[str]:
 @pytest.fixture(scope="module")
 def filled(
     tmp_path_factory: pytest.TempPathFactory,
-) -> dict[tuple[str, str], tuple[dh.StoredHist, hist.Hist]]:  # type: ignore[type-arg]
+) -> dict[tuple[str, str], tuple[dh.StoredHist, hist.Hist[Any]]]:
     """Every shape in every storage, stored with small chunks (dense axes split)."""
     store = tmp_path_factory.mktemp("read") / "repo.icechunk"
     out = {}
@@ -198,7 +198,7 @@ def check_same(got: Any, expected: Any, *, rtol: float = 0.0) -> None:
         assert got == expected
 
 
-def check_index(stored: dh.StoredHist, eager: hist.Hist, index: Any) -> None:  # type: ignore[type-arg]
+def check_index(stored: dh.StoredHist, eager: hist.Hist[Any], index: Any) -> None:
     got, got_warnings = _outcome(lambda: stored[index])
     expected, expected_warnings = _outcome(lambda: eager[index])
     check_same(got, expected)
@@ -301,7 +301,7 @@ INDEXES: dict[str, list[Any]] = {
 def _each_storage(
     filled: dict[tuple[str, str], Any],
     shape: str,
-    check: Callable[[dh.StoredHist, hist.Hist], None],  # type: ignore[type-arg]
+    check: Callable[[dh.StoredHist, hist.Hist[Any]], None],
 ) -> None:
     """Run a check on one shape in each of its storages, naming a failing one."""
     for storage in _storages(shape):
@@ -406,7 +406,7 @@ def test_getitem_random_indexes(
     check_index(stored, eager, index)
 
 
-PROJECTIONS = {
+PROJECTIONS: dict[str, list[tuple[int | str, ...]]] = {
     "cat3d": [(0,), (1,), (2,), ("pt", "ds"), (2, 1), (0, 2), (), (0, 1, 2), (2, 0, 1)],
     "mixed": [(0,), (1,), (3,), ("r", "v"), (2, 0), (1, 3), (), (3, 2, 1, 0)],
     "noflow": [(0,), (1,), (1, 0), ()],
@@ -429,7 +429,7 @@ def test_project_equals_eager(
     axes: tuple[int | str, ...],
     flow: bool,
 ) -> None:
-    def check(stored: dh.StoredHist, eager: hist.Hist) -> None:  # type: ignore[type-arg]
+    def check(stored: dh.StoredHist, eager: hist.Hist[Any]) -> None:
         # exact: bins are added (accumulators merged) in boost's order
         check_same(stored.project(*axes, flow=flow), eager.project(*axes, flow=flow))
 
@@ -622,7 +622,7 @@ def test_one_category_reads_its_chunks_only(
     with pytest.warns(UserWarning, match="experimental"):
         got = stored[["c1", "c6"], ::sum]
     with pytest.warns(UserWarning, match="experimental"):
-        check_same(got, eager[["c1", "c6"], ::sum])
+        check_same(got, eager[["c1", "c6"], ::sum])  # type: ignore[index]
     assert len(chunk_reads) == 3 * 4  # two categories and the overflow one
 
     chunk_reads.clear()

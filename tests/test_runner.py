@@ -6,6 +6,7 @@ import functools
 import operator
 import pickle
 from pathlib import Path
+from typing import Any
 
 import hist
 import icechunk
@@ -20,7 +21,11 @@ AXES = (
 )
 
 
-def _chunks(n: int = 8) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
+#: One staged chunk: its item, dataset label, x values and weights.
+type Chunk = tuple[str, str, np.ndarray[Any, Any], np.ndarray[Any, Any]]
+
+
+def _chunks(n: int = 8) -> list[Chunk]:
     rng = np.random.default_rng(3)
     return [
         (
@@ -33,7 +38,7 @@ def _chunks(n: int = 8) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
     ]
 
 
-def _staged(repo: Path, chunks: list) -> dh.Staging:
+def _staged(repo: Path, chunks: list[Chunk]) -> dh.Staging:
     parts = []
     for item, label, x, w in chunks:
         s = dh.Staging(repo, item)
@@ -44,7 +49,7 @@ def _staged(repo: Path, chunks: list) -> dh.Staging:
     return functools.reduce(operator.add, parts)
 
 
-def _expected(chunks: list) -> np.ndarray:
+def _expected(chunks: list[Chunk]) -> np.ndarray[Any, Any]:
     h = hist.Hist(
         hist.axis.StrCategory(["a", "b", "c"], name="d"),
         AXES[1],
