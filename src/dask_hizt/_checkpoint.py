@@ -22,7 +22,6 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import dask.config
 import icechunk
@@ -37,6 +36,7 @@ __all__ = [
     "BatchCommit",
     "ChainState",
     "Checkpoint",
+    "CheckpointArg",
     "Gate",
     "parse_checkpoint",
     "parse_duration",
@@ -94,7 +94,11 @@ class Checkpoint:
     start: float
 
 
-def parse_checkpoint(value: Any) -> Checkpoint | None:
+#: What ``checkpoint=`` takes: partitions, a duration, or ``None``.
+CheckpointArg = int | float | str | dt.timedelta | None
+
+
+def parse_checkpoint(value: CheckpointArg) -> Checkpoint | None:
     """A ``checkpoint=`` argument (or the ``dask_hizt.checkpoint`` setting):
     a number of partitions, a duration (``"10 min"``, a ``timedelta``,
     seconds as a float), or ``None`` for ONE commit."""

@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 import zarr
 from numcodecs import Zstd
+from zarr.abc.store import Store
 from zarr.codecs import BytesCodec, ZstdCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.metadata.v3 import ArrayV3Metadata
@@ -197,7 +198,7 @@ def _zstd_content_size(data: Buffer) -> int | None:
 
 
 async def open_format(
-    store: Any, path: str, *, mode: Literal["r", "r+", "a"] = "a"
+    store: Store, path: str, *, mode: Literal["r", "r+", "a"] = "a"
 ) -> tuple[ChunkFormat | None, Any]:
     """The chunk format of the array at ``path``, and the zarr (async) array.
 
@@ -211,7 +212,7 @@ async def open_format(
     return ChunkFormat.of(path, array.metadata, write_empty=write_empty), array
 
 
-async def fetch(store: Any, key: str) -> Buffer | None:
+async def fetch(store: Store, key: str) -> Buffer | None:
     """A chunk's stored bytes (not copied), or ``None`` if the chunk is absent."""
     buf = await store.get(key, _PROTOTYPE)
     if buf is None:
@@ -220,7 +221,7 @@ async def fetch(store: Any, key: str) -> Buffer | None:
     return out
 
 
-async def delete_or_set(store: Any, key: str, data: bytes | None) -> None:
+async def delete_or_set(store: Store, key: str, data: bytes | None) -> None:
     """Write a chunk's bytes, or delete the chunk when ``data`` is ``None``."""
     if data is None:
         await store.delete(key)
@@ -270,7 +271,7 @@ def basic_region(
 
 
 async def read_region(
-    store: Any,
+    store: Store,
     fmt: ChunkFormat,
     region: Sequence[slice],
     *,

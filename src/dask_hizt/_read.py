@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 import zarr
 from dask.base import tokenize
+from zarr.abc.store import Store
 from zarr.core.sync import sync
 
 from ._chunkio import ChunkFormat, basic_region, open_format, read_region
@@ -35,7 +36,7 @@ from .schema import Schema, StorageSpec
 __all__ = ["getitem", "project", "read_full", "to_dask_array"]
 
 
-def _array(store: Any, path: str, field: str) -> zarr.Array[Any]:
+def _array(store: Store, path: str, field: str) -> zarr.Array[Any]:
     return zarr.open_array(store, path=f"{path}/{field}", mode="r")
 
 
@@ -55,7 +56,7 @@ class _Field:
     fmt: ChunkFormat | None
 
     @classmethod
-    def open(cls, store: Any, path: str, name: str) -> _Field:
+    def open(cls, store: Store, path: str, name: str) -> _Field:
         fmt, array = sync(open_format(store, f"{path}/{name}", mode="r"))
         return cls(path, name, zarr.Array(array), fmt)
 
@@ -98,7 +99,7 @@ def _set_field(view: Any, spec: StorageSpec, name: str, where: Any, data: Any) -
         view[name][where] = data
 
 
-def read_full(store: Any, schema: Schema, path: str) -> hist.Hist:  # type: ignore[type-arg]
+def read_full(store: Store, schema: Schema, path: str) -> hist.Hist:  # type: ignore[type-arg]
     """The whole histogram, flow bins included.
 
     Parameters
@@ -233,7 +234,7 @@ def _selection(plans: Sequence[_AxisPlan]) -> tuple[Any, ...]:
     return tuple(slice(None) if p.read is None else p.read for p in plans)
 
 
-def getitem(store: Any, schema: Schema, path: str, index: Any) -> Any:
+def getitem(store: Store, schema: Schema, path: str, index: Any) -> Any:
     """``hist.Hist.__getitem__`` on a stored histogram, reading only what it needs.
 
     Axes picked down to one bin (integers, ``loc``, labels, flow locators)
@@ -373,7 +374,7 @@ def _chunk_slices(start: int, stop: int, chunk: int) -> list[slice]:
 
 
 def project(
-    store: Any,
+    store: Store,
     schema: Schema,
     layout: Layout,
     path: str,
@@ -489,7 +490,7 @@ def project(
 
 
 def to_dask_array(
-    store: Any,
+    store: Store,
     schema: Schema,
     path: str,
     field: str = "value",

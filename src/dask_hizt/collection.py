@@ -18,13 +18,14 @@ from typing import Any, Self
 import boost_histogram as bh
 import dask
 import hist
+import icechunk
 from dask.base import DaskMethodsMixin, tokenize
 from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph
 
 from . import _progress
 from ._arrays import existing_schema
-from ._checkpoint import parse_checkpoint
+from ._checkpoint import CheckpointArg, parse_checkpoint
 from ._graph import Built, awkward_optimize, build, optimize, pending_outputs
 from ._inputs import is_awkward
 from ._plan import pending, plan
@@ -49,13 +50,17 @@ class _Computes(DaskMethodsMixin):
     _id: str
     _plan_cache: tuple[str, _Planned] | None
     _pinned: tuple[list[list[str]], _Planned] | None = None
-    _checkpoint: Any = None
+    _checkpoint: CheckpointArg = None
 
     def _requests(self) -> list[Request]:
         raise NotImplementedError
 
     def compute(
-        self, *, checkpoint: Any = None, progress: bool = False, **kwargs: Any
+        self,
+        *,
+        checkpoint: CheckpointArg = None,
+        progress: bool = False,
+        **kwargs: Any,
     ) -> Any:
         """Compute into the repositories, like ``dask.compute``.
 
@@ -252,7 +257,7 @@ class Hist(_Computes):
         return hist.axestuple.NamedAxesTuple(self._schema.hist_axes())
 
     @property
-    def storage_type(self) -> type[Any]:
+    def storage_type(self) -> type[bh.storage.Storage]:
         """The boost-histogram storage class."""
         return self._schema.storage
 
@@ -262,7 +267,7 @@ class Hist(_Computes):
         return self._path
 
     @property
-    def repository(self) -> Any:
+    def repository(self) -> icechunk.Repository:
         """The icechunk repository."""
         return self._ref.repo
 
@@ -400,7 +405,9 @@ class HistSet(_Computes):
     >>> stored[0].to_hist()  # doctest: +SKIP
     """
 
-    def __init__(self, hists: Sequence[Hist], *, checkpoint: Any = None) -> None:
+    def __init__(
+        self, hists: Sequence[Hist], *, checkpoint: CheckpointArg = None
+    ) -> None:
         self.hists = list(hists)
         if not all(isinstance(h, Hist) for h in self.hists):
             msg = "HistSet takes dask_hizt.Hist objects"
@@ -421,7 +428,10 @@ class HistSet(_Computes):
 
 
 def compute(
-    *args: Any, checkpoint: Any = None, progress: bool = False, **kwargs: Any
+    *args: Any,
+    checkpoint: CheckpointArg = None,
+    progress: bool = False,
+    **kwargs: Any,
 ) -> tuple[Any, ...]:
     """Compute like ``dask.compute``, with every :class:`Hist` found in
     ``args`` (also inside dicts, lists and tuples, as a coffea processor's
@@ -472,18 +482,18 @@ class _Slot:
     index: int
 
 
-def _finalize(results: Sequence[Any], ref: RepoRef, path: str) -> StoredHist:
+def _finalize(results: Sequence[str], ref: RepoRef, path: str) -> StoredHist:
     (snapshot_id,) = results
     return StoredHist(ref, path, snapshot_id)
 
 
 def _finalize_set(
-    results: Sequence[Any],
+    results: Sequence[str],
     targets: Sequence[tuple[RepoRef, str]],
     output_of: Sequence[int],
 ) -> list[StoredHist]:
     # One read-only session per snapshot, shared by its histograms.
-    sessions: dict[int, Any] = {}
+    sessions: dict[int, icechunk.Session] = {}
     for (ref, _), i in zip(targets, output_of, strict=True):
         if i not in sessions:
             sessions[i] = ref.repo.readonly_session(snapshot_id=results[i])
