@@ -11,6 +11,10 @@ repository is damaged (each case is reproduced in tests/test_faults.py):
 * the object (or the manifest listing it) missing: ``icechunk.StorageError``
   of kind ``OBJECT_NOT_FOUND``.
 
+Arrays made with other codecs (gzip) fail in the codec: ``gzip.BadGzipFile``
+for a damaged header, ``EOFError`` for a stream cut short, ``zlib.error``
+for damaged compressed data.
+
 Bytes changed *inside* a zstd frame fail its checksum (the arrays are
 created with ``ZstdCodec(checksum=True)``), which raises the same
 decompression error. Only these exact errors are translated; anything else
@@ -20,9 +24,11 @@ decompression error. Only these exact errors are translated; anything else
 from __future__ import annotations
 
 import asyncio
+import gzip
 import itertools
 import math
 import re
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,7 +44,13 @@ __all__ = ["READ_ERRORS", "corrupt", "damage", "read"]
 
 #: The exception types a damaged chunk object raises; :func:`damage` tells
 #: which instances are about damage.
-READ_ERRORS = (RuntimeError, icechunk.StorageError)
+READ_ERRORS = (
+    RuntimeError,
+    icechunk.StorageError,
+    gzip.BadGzipFile,
+    EOFError,
+    zlib.error,
+)
 
 # icechunk's error context names the chunk it was fetching: chunk=[0, 2]
 _CONTEXT_CHUNK = re.compile(r"\bchunk=\[([0-9, ]*)\]")
@@ -61,6 +73,8 @@ def damage(err: BaseException) -> str | None:
     ):
         detail = str(err).removeprefix("Zstd decompression error").strip(": ")
         return f"corrupt (zstd cannot decode it: {detail})"
+    if isinstance(err, gzip.BadGzipFile | EOFError | zlib.error):
+        return f"corrupt (gzip cannot decode it: {err})"
     if isinstance(err, icechunk.StorageError):
         kind = getattr(err, "kind", None)
         if kind == icechunk.ErrorKind.OBJECT_NOT_FOUND:
