@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from . import _shared_fill
 from ._algebra import for_storage, samples
 from ._identity import PartitionInfo, array_digest, content_digest, content_id
 from ._partial import Partial, combine, empty, finish, from_entries
@@ -144,6 +145,10 @@ class FillTask:
         if _on_typetracers(inputs, left):
             return self._mock(inputs, left)
         where = info.where
+        shared = None
+        if not self.dry:
+            sharing = _shared_fill.Sharing.plan(self.targets, self.fills)
+            shared = _shared_fill.SharedFill(self.targets, sharing, self.dense)
         flat: dict[frozenset[int], Inputs] = {}
         digests: dict[tuple[frozenset[int], int, int | None], str] = {}
         seen: Counter[tuple[int, str]] = Counter()
@@ -172,15 +177,24 @@ class FillTask:
                     if (t, identity) not in info.committed:
                         added.append((j, identity))
                 elif (t, identity) not in info.committed:
-                    part = _fill(target.schema, target.layout, args, self.dense)
-                    per_space[target.space].append(part.shifted(target.offset))
+                    if shared is not None and shared.takes(j):
+                        shared.add(j, t, args, _shared_fill.context(inputs, slots))
+                    else:
+                        part = _fill(target.schema, target.layout, args, self.dense)
+                        per_space[target.space].append(part.shifted(target.offset))
                     added.append((t, identity))
+            if shared is not None:
+                shared.done(j)
             for i in slots:
                 left[i] -= 1
                 if release is not None and left[i] == 0:
                     release(i)
         if self.dry:
             return (tuple(added),)
+        if shared is not None:
+            for t, part in shared.partials():
+                target = self.targets[t]
+                per_space[target.space].append(part.shifted(target.offset))
         went_in = frozenset(added)
         return tuple(
             (
