@@ -321,3 +321,40 @@ def test_property_variations_match_eager(
     with dask.config.set({"dask_hizt.dense-fraction": fraction, "scheduler": "sync"}):
         got = h.compute()
     assert_hist_equal(got, expected, rtol=0 if not weighted else 1e-12)
+
+
+_SMALL_TASK = """
+import sys
+import dask
+import dask.array as da
+import hist
+import numpy as np
+import dask_hizt as dh
+
+x = da.from_array(np.linspace(0, 100, 4000), chunks=1000)
+w = da.ones_like(x)
+names = ["nominal", "up", "down"]
+h = dh.Hist(hist.axis.StrCategory(names, name="syst"), hist.axis.Regular(5, 0, 100, name="x"),
+            storage=hist.storage.Weight(), store=sys.argv[1], path="h")
+for i, n in enumerate(names):
+    h.fill(syst=n, x=x, weight=w * (1 + i))
+with dask.config.set(scheduler="sync"):
+    got = h.compute().to_hist()
+assert got.view(flow=True)["value"].sum() == 6 * 4000, got
+print("numba" in sys.modules)
+"""
+
+
+def test_small_tasks_import_no_numba(tmp_path: Path) -> None:
+    """A fresh process whose fill tasks share keys but have little to add
+    does not pay numba's import (it is for large tasks; see NUMBA_WORK)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _SMALL_TASK, str(tmp_path / "r.icechunk")],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert out.stdout.strip() == "False"

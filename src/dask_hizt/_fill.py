@@ -16,7 +16,7 @@ pandas index. Entries are then summed per chunk-major key
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -150,7 +150,7 @@ class FillTask:
             sharing = _shared_fill.Sharing.plan(self.targets, self.fills)
             shared = _shared_fill.SharedFill(self.targets, sharing, self.dense)
         flat: dict[frozenset[int], Inputs] = {}
-        digests: dict[tuple[frozenset[int], int, int | None], str] = {}
+        digests: dict[tuple[Hashable, int, int | None], str] = {}
         seen: Counter[tuple[int, str]] = Counter()
         added: list[tuple[int, str]] = []
         for j, ((t, spec), slots) in enumerate(zip(self.fills, readers, strict=True)):
@@ -160,10 +160,12 @@ class FillTask:
                 if key not in flat:
                     flat[key] = _flatten_awkward(inputs, slots, where)
                 args = _arguments(target.schema, spec, flat[key], where)
+                # Fills whose flat inputs do not depend on each other share digests and keys.
+                scope = _shared_fill.context(inputs, slots)
                 given = info.given[j]
                 if given is None:
                     parts = [
-                        _digest(a, spec_arg, key, digests)
+                        _digest(a, spec_arg, scope, digests)
                         for a, spec_arg in zip(
                             args.digested(), spec.args(), strict=True
                         )
@@ -178,7 +180,7 @@ class FillTask:
                         added.append((j, identity))
                 elif (t, identity) not in info.committed:
                     if shared is not None and shared.takes(j):
-                        shared.add(j, t, args, _shared_fill.context(inputs, slots))
+                        shared.add(j, t, args, scope)
                     else:
                         part = _fill(target.schema, target.layout, args, self.dense)
                         per_space[target.space].append(part.shifted(target.offset))
@@ -225,13 +227,14 @@ class FillTask:
 def _digest(
     value: Any,
     arg: Arg | None,
-    slots: frozenset[int],
-    cache: dict[tuple[frozenset[int], int, int | None], str],
+    scope: Hashable,
+    cache: dict[tuple[Hashable, int, int | None], str],
 ) -> str:
-    """The digest of one argument; an input read by several fills is digested once."""
+    """The digest of one argument; an input read by several fills is digested
+    once (per ``scope``, see :func:`dask_hizt._shared_fill.context`)."""
     if arg is None or arg.index is None or not isinstance(value, np.ndarray):
         return content_digest([value])
-    key = (slots, arg.index, arg.part)
+    key = (scope, arg.index, arg.part)
     found = cache.get(key)
     if found is None:
         found = cache[key] = array_digest(value)

@@ -61,16 +61,24 @@ _SUMS = (bh.storage.Double, bh.storage.Int64, bh.storage.Weight)
 #: Whether to use the compiled loops where numba is installed (tests turn
 #: it off to check the NumPy fallback against it).
 use_numba = True
+#: Entries times weighted fills from which a fill task loads the compiled
+#: loops. Their first load in a process costs 0.5-1 s (numba's import and
+#: its on-disk cache; benchmarks/README.md, "Fill kernel") and they save
+#: about 1 ns per entry and weighted fill over ``np.add.at``: a task this
+#: large repays much of it at once, and the later tasks of the process use
+#: the loaded loops whatever their size. Smaller tasks (a fresh cluster's
+#: first small compute) import nothing.
+NUMBA_WORK = 2e8
 _NOT_LOADED = object()
 _numba: Any = _NOT_LOADED
 
 
-def numba_kernel() -> ModuleType | None:
-    """:mod:`dask_hizt._numba_kernel`, or ``None`` when numba is missing or
-    :data:`use_numba` is off. Imported on first use only: tasks that
-    accumulate no weights pay no import."""
+def numba_kernel(work: float = float("inf")) -> ModuleType | None:
+    """:mod:`dask_hizt._numba_kernel`, or ``None`` when numba is missing,
+    :data:`use_numba` is off, or it is not loaded yet and ``work`` (entries
+    times weighted fills) is below :data:`NUMBA_WORK`."""
     global _numba  # noqa: PLW0603 - one import per process
-    if not use_numba:
+    if not use_numba or (_numba is _NOT_LOADED and work < NUMBA_WORK):
         return None
     if _numba is _NOT_LOADED:
         try:
@@ -131,10 +139,16 @@ class Sharing:
         Per fill index taking the shared path, its key group.
     inputs
         Per such fill, the axis inputs it bins.
+    binnings
+        Per target, the binning of each axis.
+    weighted
+        How many of these fills have a weight.
     """
 
     groups: dict[int, KeyGroup]
     inputs: dict[int, tuple[AxisInput, ...]]
+    binnings: dict[int, tuple[Binning, ...]]
+    weighted: int = 0
 
     @classmethod
     def plan(
@@ -168,7 +182,8 @@ class Sharing:
             if per_group[g] > 1 or any(per_input[a] > 1 for _, a in g.axes)
         }
         inputs = {j: tuple(a for _, a in g.axes) for j, g in shared.items()}
-        return cls(shared, inputs)
+        weighted = sum(fills[j][1].weight is not None for j in shared)
+        return cls(shared, inputs, binnings, weighted)
 
 
 def context(inputs: Inputs, slots: Iterable[int]) -> Hashable:
@@ -260,6 +275,7 @@ class SharedFill:
         self._input_users = Counter(a for v in sharing.inputs.values() for a in v)
         self._keys: dict[tuple[KeyGroup, Hashable], _Keys] = {}
         self._indices: dict[tuple[AxisInput, Hashable], tuple[Array, Array | None]] = {}
+        self._categories: dict[Binning, dict[Any, int]] = {}
         self._dense_sums: dict[int, list[Array]] = {}
         self._sparse: list[tuple[int, Partial]] = []
 
@@ -271,7 +287,7 @@ class SharedFill:
         """Add fill ``j`` into target ``t``; ``where`` is its :func:`context`."""
         target = self.targets[t]
         schema, layout = target.schema, target.layout
-        shift = self._shift(target, args)
+        shift = self._shift(t, args)
         if shift is None:
             return  # a scalar lands in no bin (no flow bin to take it): nothing counted
         keys = self._keys_of(self.sharing.groups[j], where, target, args)
@@ -285,7 +301,8 @@ class SharedFill:
                 n_fields = 2 if storage is bh.storage.Weight else 1
                 sums = [np.zeros(layout.n_keys, schema.dtype) for _ in range(n_fields)]
                 self._dense_sums[t] = sums
-            _add_dense(sums, keys, shift, weight)
+            work = args.n * self.sharing.weighted
+            _add_dense(sums, keys, shift, weight, work)
             return
         take, starts, unique, counts = keys.sorted
         if not len(unique):
@@ -326,19 +343,43 @@ class SharedFill:
         ]
         return out + self._sparse
 
-    def _shift(self, target: Target, args: _fill._Arguments) -> int | None:
+    def _shift(self, t: int, args: _fill._Arguments) -> int | None:
         """How far the fill's scalar arguments move its keys (``None``: no bin)."""
-        layout = target.layout
+        target = self.targets[t]
         indices = []
         for p, v in enumerate(args.values):
             if isinstance(v, np.ndarray):
                 indices.append(np.zeros(1, np.intp))
                 continue
+            found = self._category(self.sharing.binnings[t][p], v)
+            if found is not None:
+                indices.append(np.array([found], np.intp))
+                continue
             idx, ok = _index(target, p, np.asarray([v]))
             if ok is not None and not ok[0]:
                 return None
             indices.append(idx)
-        return int(layout.keys(indices)[0])
+        return int(target.layout.keys(indices)[0])
+
+    def _category(self, binning: Binning, value: Any) -> int | None:
+        """The bin of a category among an axis' categories, found in a dict
+        made once per axis (an index lookup per fill costs a millisecond).
+        ``None`` for values the dict cannot decide (not a category: no bin,
+        the flow bin or an error, as :func:`dask_hizt._fill._axis_indices`
+        says; or of a type the dict could confuse, such as ``True`` for 1)."""
+        if issubclass(binning.kind, bh.axis.StrCategory):
+            exact = type(value) is str
+        elif issubclass(binning.kind, bh.axis.IntCategory):
+            exact = type(value) is int
+        else:
+            return None
+        if not exact:
+            return None
+        lookup = self._categories.get(binning)
+        if lookup is None:
+            lookup = {c: i for i, c in enumerate(binning.bins)}
+            self._categories[binning] = lookup
+        return lookup.get(value)
 
     def _keys_of(
         self, group: KeyGroup, where: Hashable, target: Target, args: _fill._Arguments
@@ -373,16 +414,17 @@ def _index(target: Target, p: int, values: Array) -> tuple[Array, Array | None]:
 
 
 def _add_dense(
-    sums: list[Array], keys: _Keys, shift: int, weight: Array | None
+    sums: list[Array], keys: _Keys, shift: int, weight: Array | None, work: float
 ) -> None:
-    """Add one fill's entries (keys moved by ``shift``) into dense sums."""
+    """Add one fill's entries (keys moved by ``shift``) into dense sums;
+    ``work`` is the task's, for :func:`numba_kernel`."""
     if weight is None:
         counts = keys.counts
         for s in sums:
             s[shift : shift + len(counts)] += counts
         return
     weight = np.ascontiguousarray(weight, dtype=np.float64)
-    kernel = numba_kernel()
+    kernel = numba_kernel(work)
     if kernel is not None:
         marked = np.ascontiguousarray(keys.marked)
         if len(sums) == 2:
