@@ -15,6 +15,7 @@ pandas index. Entries are then summed per chunk-major key
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -147,8 +148,7 @@ class FillTask:
         where = info.where
         shared = None
         if not self.dry:
-            sharing = _shared_fill.Sharing.plan(self.targets, self.fills)
-            shared = _shared_fill.SharedFill(self.targets, sharing, self.dense)
+            shared = _shared_fill.SharedFill(self.targets, self._sharing, self.dense)
         flat: dict[frozenset[int], Inputs] = {}
         digests: dict[tuple[Hashable, int, int | None], str] = {}
         seen: Counter[tuple[int, str]] = Counter()
@@ -208,6 +208,11 @@ class FillTask:
                 zip(per_space, self.space_sizes, strict=True)
             )
         )
+
+    @functools.cached_property
+    def _sharing(self) -> _shared_fill.Sharing:
+        """Which fills share their bin work (the same in every partition)."""
+        return _shared_fill.Sharing.plan(self.targets, self.fills)
 
     def _mock(self, inputs: Inputs, used: Mapping[int, int]) -> tuple[Partial, ...]:
         """dask-awkward's optimizer runs partition 0 on typetracers to learn

@@ -133,20 +133,26 @@ class KeyGroup:
 class Sharing:
     """Which fills of a task take the shared path, and what they share.
 
+    Key groups and axis inputs are numbered, so that the caches of a task
+    call are looked up by small integers.
+
     Attributes
     ----------
-    groups
-        Per fill index taking the shared path, its key group.
-    inputs
-        Per such fill, the axis inputs it bins.
+    group_of
+        Per fill index taking the shared path, the number of its key group.
+    group_axes
+        Per key group, ``(axis position, axis input number)`` of each array axis.
+    inputs_of
+        Per fill index taking the shared path, the axis inputs it bins.
     binnings
         Per target, the binning of each axis.
     weighted
         How many of these fills have a weight.
     """
 
-    groups: dict[int, KeyGroup]
-    inputs: dict[int, tuple[AxisInput, ...]]
+    group_of: dict[int, int]
+    group_axes: tuple[tuple[tuple[int, int], ...], ...]
+    inputs_of: dict[int, tuple[int, ...]]
     binnings: dict[int, tuple[Binning, ...]]
     weighted: int = 0
 
@@ -181,9 +187,22 @@ class Sharing:
             for j, g in groups.items()
             if per_group[g] > 1 or any(per_input[a] > 1 for _, a in g.axes)
         }
-        inputs = {j: tuple(a for _, a in g.axes) for j, g in shared.items()}
-        weighted = sum(fills[j][1].weight is not None for j in shared)
-        return cls(shared, inputs, binnings, weighted)
+        group_ids: dict[KeyGroup, int] = {}
+        input_ids: dict[AxisInput, int] = {}
+        for g in shared.values():
+            group_ids.setdefault(g, len(group_ids))
+            for _, a in g.axes:
+                input_ids.setdefault(a, len(input_ids))
+        group_axes = tuple(
+            tuple((p, input_ids[a]) for p, a in g.axes) for g in group_ids
+        )
+        return cls(
+            {j: group_ids[g] for j, g in shared.items()},
+            group_axes,
+            {j: tuple(input_ids[a] for _, a in g.axes) for j, g in shared.items()},
+            binnings,
+            sum(fills[j][1].weight is not None for j in shared),
+        )
 
 
 def context(inputs: Inputs, slots: Iterable[int]) -> Hashable:
@@ -271,17 +290,17 @@ class SharedFill:
         self.dense = dense
         # Fills still to come per cached key group and axis input: a cache
         # entry is dropped when its count reaches zero.
-        self._group_users = Counter(sharing.groups.values())
-        self._input_users = Counter(a for v in sharing.inputs.values() for a in v)
-        self._keys: dict[tuple[KeyGroup, Hashable], _Keys] = {}
-        self._indices: dict[tuple[AxisInput, Hashable], tuple[Array, Array | None]] = {}
+        self._group_users = Counter(sharing.group_of.values())
+        self._input_users = Counter(a for v in sharing.inputs_of.values() for a in v)
+        self._keys: dict[tuple[int, Hashable], _Keys] = {}
+        self._indices: dict[tuple[int, Hashable], tuple[Array, Array | None]] = {}
         self._categories: dict[Binning, dict[Any, int]] = {}
         self._dense_sums: dict[int, list[Array]] = {}
         self._sparse: list[tuple[int, Partial]] = []
 
     def takes(self, j: int) -> bool:
         """Whether fill ``j`` goes through :meth:`add`."""
-        return j in self.sharing.groups
+        return j in self.sharing.group_of
 
     def add(self, j: int, t: int, args: _fill._Arguments, where: Hashable) -> None:
         """Add fill ``j`` into target ``t``; ``where`` is its :func:`context`."""
@@ -290,7 +309,7 @@ class SharedFill:
         shift = self._shift(t, args)
         if shift is None:
             return  # a scalar lands in no bin (no flow bin to take it): nothing counted
-        keys = self._keys_of(self.sharing.groups[j], where, target, args)
+        keys = self._keys_of(self.sharing.group_of[j], where, target, args)
         weight = args.weight
         if isinstance(weight, float):
             weight = np.full(args.n, weight)
@@ -322,14 +341,14 @@ class SharedFill:
 
     def done(self, j: int) -> None:
         """Fill ``j`` is past (filled or not): drop what no later fill uses."""
-        group = self.sharing.groups.get(j)
+        group = self.sharing.group_of.get(j)
         if group is None:
             return
         self._group_users[group] -= 1
         if not self._group_users[group]:
             for kk in [kk for kk in self._keys if kk[0] == group]:
                 del self._keys[kk]
-        for a in self.sharing.inputs[j]:
+        for a in self.sharing.inputs_of[j]:
             self._input_users[a] -= 1
             if not self._input_users[a]:
                 for ka in [ka for ka in self._indices if ka[0] == a]:
@@ -382,13 +401,13 @@ class SharedFill:
         return lookup.get(value)
 
     def _keys_of(
-        self, group: KeyGroup, where: Hashable, target: Target, args: _fill._Arguments
+        self, group: int, where: Hashable, target: Target, args: _fill._Arguments
     ) -> _Keys:
         found = self._keys.get((group, where))
         if found is not None:
             return found
         mask: Array | None = None
-        on_axes = dict(group.axes)
+        on_axes = dict(self.sharing.group_axes[group])
         indices: list[Array] = []
         for p, v in enumerate(args.values):
             a = on_axes.get(p)
@@ -402,7 +421,8 @@ class SharedFill:
             indices.append(idx)
             if ok is not None:
                 mask = ok if mask is None else mask & ok
-        keys = _Keys(group.layout.keys(indices), mask)
+        # Every fill of the group has an equal layout: the target's will do.
+        keys = _Keys(target.layout.keys(indices), mask)
         self._keys[(group, where)] = keys
         return keys
 
