@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import os
 import statistics
@@ -178,7 +179,7 @@ def _per_fill() -> Iterator[None]:
     filled on its own, as before issue 15."""
     plan = _shared_fill.Sharing.plan
     _shared_fill.Sharing.plan = classmethod(  # type: ignore[method-assign,assignment]
-        lambda cls, targets, fills: cls({}, {}, {})  # noqa: ARG005
+        lambda cls, targets, fills: cls({}, (), {}, {})  # noqa: ARG005
     )
     try:
         yield
@@ -199,7 +200,8 @@ def _numba(on: bool) -> Iterator[None]:
 def _run(task: FillTask, inputs: list[Any], info: PartitionInfo, mode: str) -> Any:
     if mode == "per-fill":
         with _per_fill():
-            return task(inputs, info)
+            # a copy: the task keeps the sharing it planned on its first call
+            return dataclasses.replace(task)(inputs, info)
     with _numba(mode == "numba"):
         return task(inputs, info)
 
@@ -265,6 +267,58 @@ def variations(repeat: int, entries: int) -> list[dict[str, Any]]:
     return rows
 
 
+def accumulators(repeat: int, entries: int) -> None:
+    """Ways to add one weight variation (sum of w and of w**2 per key) at
+    shared keys, 52 keys (Regular(50) with flow), keys computed once."""
+    rng = np.random.default_rng(2)
+    pt = bh.axis.Regular(50, 0, 200)
+    x = rng.exponential(60, entries)
+    keys = np.asarray(pt.index(x), dtype=np.int64) + 1
+    w = rng.uniform(0.5, 1.5, entries)
+    n_keys = pt.extent
+    order = np.argsort(keys.astype(np.uint8), kind="stable")  # radix sort, once
+    sk = keys[order]
+    starts = np.flatnonzero(np.r_[True, sk[1:] != sk[:-1]])
+
+    def add_at() -> None:
+        a, b = np.zeros(n_keys), np.zeros(n_keys)
+        np.add.at(a, keys, w)
+        np.add.at(b, keys, w * w)
+
+    def bincount() -> None:
+        np.bincount(keys, w, n_keys)
+        np.bincount(keys, w * w, n_keys)
+
+    def reduceat() -> None:
+        ws = w[order]
+        np.add.reduceat(ws, starts)
+        np.add.reduceat(ws * ws, starts)
+
+    fns: dict[str, Callable[[], Any]] = {
+        "np.add.at x2 (the fallback)": add_at,
+        "np.bincount x2": bincount,
+        "sorted once, gather + np.add.reduceat x2": reduceat,
+        "boost Weight fill (index included)": functools.partial(
+            _boost_fill, (pt,), bh.storage.Weight(), [x], w
+        ),
+    }
+    kernel = _shared_fill.numba_kernel()
+    if kernel is not None:
+
+        def compiled() -> None:
+            kernel.add_weights_squares(keys, 0, w, np.zeros(n_keys), np.zeros(n_keys))
+
+        fns["numba, one pass (add_weights_squares)"] = compiled
+    ts = _times(fns, repeat)
+    sort = _times(
+        {"sort": lambda: np.argsort(keys.astype(np.uint8), kind="stable")}, repeat
+    )
+    print(f"one variation at shared keys, {entries} entries; ms min / median")
+    for name, t in ts.items():
+        print(f"  {name:44s} {_ms(t)}")
+    print(f"  {'(the sort, once per set of keys)':44s} {_ms(sort['sort'])}")
+
+
 _START = """
 import time
 t0 = time.perf_counter()
@@ -310,7 +364,8 @@ def numba_start(repeat: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--part", choices=["cases", "variations", "all"], default="all")
+    parts = ["cases", "accumulators", "variations", "all"]
+    parser.add_argument("--part", choices=parts, default="all")
     parser.add_argument("--entries", type=int, default=10**6)
     parser.add_argument(
         "--numba-start", action="store_true", help="measure numba's start-up cost"
@@ -319,6 +374,8 @@ def main() -> None:
     print(f"load average at start: {os.getloadavg()}")
     if args.part in ("cases", "all"):
         cases(args.repeat)
+    if args.part in ("accumulators", "all"):
+        accumulators(args.repeat, args.entries)
     if args.part in ("variations", "all"):
         variations(args.repeat, args.entries)
     if args.numba_start:
