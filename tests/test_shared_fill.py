@@ -28,6 +28,8 @@ from hypothesis import strategies as st
 
 import dask_hizt as dh
 from dask_hizt import _fill, _shared_fill
+from dask_hizt.layout import Layout
+from dask_hizt.schema import Schema
 
 N = 20_000
 PARTS = 4
@@ -358,3 +360,23 @@ def test_small_tasks_import_no_numba(tmp_path: Path) -> None:
         text=True,
     )
     assert out.stdout.strip() == "False"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 40), min_size=1, max_size=4),
+    chunk_bytes=st.sampled_from([8, 64, 512, 4096, 2**20]),
+    data=st.data(),
+)
+def test_bin_key_is_layout_keys(
+    shape: list[int], chunk_bytes: int, data: st.DataObject
+) -> None:
+    """The scalar key of a fill's constant arguments is the key Layout.keys gives."""
+    axes = [
+        hist.axis.Integer(0, n, name=f"a{i}", flow=False) for i, n in enumerate(shape)
+    ]
+    axes[0] = hist.axis.StrCategory([str(c) for c in range(shape[0])], name="a0")
+    layout = Layout.for_schema(Schema.from_axes(axes), chunk_bytes)
+    idx = [data.draw(st.integers(0, n - 1)) for n in layout.shape]
+    expected = layout.keys([np.array([i], np.intp) for i in idx])[0]
+    assert _shared_fill.bin_key(layout, idx) == expected

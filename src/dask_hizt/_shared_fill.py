@@ -51,7 +51,7 @@ from .layout import Layout
 if TYPE_CHECKING:
     from ._fill import FillSpec, Inputs, Target
 
-__all__ = ["SharedFill", "context", "numba_kernel"]
+__all__ = ["SharedFill", "Sharing", "bin_key", "context", "numba_kernel"]
 
 Array = npt.NDArray[Any]
 
@@ -368,17 +368,17 @@ class SharedFill:
         indices = []
         for p, v in enumerate(args.values):
             if isinstance(v, np.ndarray):
-                indices.append(np.zeros(1, np.intp))
+                indices.append(0)
                 continue
             found = self._category(self.sharing.binnings[t][p], v)
             if found is not None:
-                indices.append(np.array([found], np.intp))
+                indices.append(found)
                 continue
             idx, ok = _index(target, p, np.asarray([v]))
             if ok is not None and not ok[0]:
                 return None
-            indices.append(idx)
-        return int(target.layout.keys(indices)[0])
+            indices.append(int(idx[0]))
+        return bin_key(target.layout, indices)
 
     def _category(self, binning: Binning, value: Any) -> int | None:
         """The bin of a category among an axis' categories, found in a dict
@@ -425,6 +425,22 @@ class SharedFill:
         keys = _Keys(target.layout.keys(indices), mask)
         self._keys[(group, where)] = keys
         return keys
+
+
+def bin_key(layout: Layout, indices: Sequence[int]) -> int:
+    """:meth:`Layout.keys` of one bin, in Python integers (a fill's scalar
+    arguments are one bin each; NumPy's per-call cost is ten times this)."""
+    key = 0
+    grid_stride = layout.chunk_size
+    local_stride = 1
+    for i, c, g in zip(
+        reversed(indices), reversed(layout.chunks), reversed(layout.grid), strict=True
+    ):
+        chunk, local = divmod(i, c)
+        key += chunk * grid_stride + local * local_stride
+        grid_stride *= g
+        local_stride *= c
+    return key
 
 
 def _index(target: Target, p: int, values: Array) -> tuple[Array, Array | None]:
