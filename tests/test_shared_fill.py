@@ -11,6 +11,8 @@ fallback, and filled densely and sparsely (``dask_hizt.dense-fraction``).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -350,9 +352,6 @@ print("numba" in sys.modules)
 def test_small_tasks_import_no_numba(tmp_path: Path) -> None:
     """A fresh process whose fill tasks share keys but have little to add
     does not pay numba's import (it is for large tasks; see NUMBA_WORK)."""
-    import subprocess
-    import sys
-
     out = subprocess.run(
         [sys.executable, "-c", _SMALL_TASK, str(tmp_path / "r.icechunk")],
         check=True,

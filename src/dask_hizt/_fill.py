@@ -10,7 +10,9 @@ The bin of each entry along each axis is found with boost-histogram's own
 ``axis.index`` for numeric axes, so edges, flow bins, NaN and circular axes
 behave exactly as in ``hist.Hist.fill``; category axes are looked up with a
 pandas index. Entries are then summed per chunk-major key
-(:func:`dask_hizt._partial.from_entries`).
+(:func:`dask_hizt._partial.from_entries`). Fills that bin the same inputs
+alike (weight variations, one column in several histograms) share that work
+(:mod:`dask_hizt._shared_fill`).
 """
 
 from __future__ import annotations
