@@ -10,13 +10,16 @@ The bin of each entry along each axis is found with boost-histogram's own
 ``axis.index`` for numeric axes, so edges, flow bins, NaN and circular axes
 behave exactly as in ``hist.Hist.fill``; category axes are looked up with a
 pandas index. Entries are then summed per chunk-major key
-(:func:`dask_hizt._partial.from_entries`).
+(:func:`dask_hizt._partial.from_entries`). Fills that bin the same inputs
+alike (weight variations, one column in several histograms) share that work
+(:mod:`dask_hizt._shared_fill`).
 """
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -24,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from . import _shared_fill
 from ._identity import PartitionInfo, array_digest, content_digest, content_id
 from ._partial import Partial, combine, empty, finish, from_entries
 from .errors import FillError
@@ -143,8 +147,11 @@ class FillTask:
         if _on_typetracers(inputs, left):
             return self._mock(inputs, left)
         where = info.where
+        shared = None
+        if not self.dry:
+            shared = _shared_fill.SharedFill(self.targets, self._sharing, self.dense)
         flat: dict[frozenset[int], Inputs] = {}
-        digests: dict[tuple[frozenset[int], int, int | None], str] = {}
+        digests: dict[tuple[Hashable, int, int | None], str] = {}
         seen: Counter[tuple[int, str]] = Counter()
         added: list[tuple[int, str]] = []
         for j, ((t, spec), slots) in enumerate(zip(self.fills, readers, strict=True)):
@@ -154,10 +161,12 @@ class FillTask:
                 if key not in flat:
                     flat[key] = _flatten_awkward(inputs, slots, where)
                 args = _arguments(target.schema, spec, flat[key], where)
+                # Fills whose flat inputs do not depend on each other share digests and keys.
+                scope = _shared_fill.context(inputs, slots)
                 given = info.given[j]
                 if given is None:
                     parts = [
-                        _digest(a, spec_arg, key, digests)
+                        _digest(a, spec_arg, scope, digests)
                         for a, spec_arg in zip(
                             args.digested(), spec.args(), strict=True
                         )
@@ -171,15 +180,24 @@ class FillTask:
                     if (t, identity) not in info.committed:
                         added.append((j, identity))
                 elif (t, identity) not in info.committed:
-                    part = _fill(target.schema, target.layout, args, self.dense)
-                    per_space[target.space].append(part.shifted(target.offset))
+                    if shared is not None and shared.takes(j):
+                        shared.add(j, t, args, scope)
+                    else:
+                        part = _fill(target.schema, target.layout, args, self.dense)
+                        per_space[target.space].append(part.shifted(target.offset))
                     added.append((t, identity))
+            if shared is not None:
+                shared.done(j)
             for i in slots:
                 left[i] -= 1
                 if release is not None and left[i] == 0:
                     release(i)
         if self.dry:
             return (tuple(added),)
+        if shared is not None:
+            for t, part in shared.partials():
+                target = self.targets[t]
+                per_space[target.space].append(part.shifted(target.offset))
         went_in = frozenset(added)
         return tuple(
             (
@@ -191,6 +209,11 @@ class FillTask:
                 zip(per_space, self.space_sizes, strict=True)
             )
         )
+
+    @functools.cached_property
+    def _sharing(self) -> _shared_fill.Sharing:
+        """Which fills share their bin work (the same in every partition)."""
+        return _shared_fill.Sharing.plan(self.targets, self.fills)
 
     def _mock(self, inputs: Inputs, used: Mapping[int, int]) -> tuple[Partial, ...]:
         """dask-awkward's optimizer runs partition 0 on typetracers to learn
@@ -210,13 +233,14 @@ class FillTask:
 def _digest(
     value: Any,
     arg: Arg | None,
-    slots: frozenset[int],
-    cache: dict[tuple[frozenset[int], int, int | None], str],
+    scope: Hashable,
+    cache: dict[tuple[Hashable, int, int | None], str],
 ) -> str:
-    """The digest of one argument; an input read by several fills is digested once."""
+    """The digest of one argument; an input read by several fills is digested
+    once (per ``scope``, see :func:`dask_hizt._shared_fill.context`)."""
     if arg is None or arg.index is None or not isinstance(value, np.ndarray):
         return content_digest([value])
-    key = (slots, arg.index, arg.part)
+    key = (scope, arg.index, arg.part)
     found = cache.get(key)
     if found is None:
         found = cache[key] = array_digest(value)
