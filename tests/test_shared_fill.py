@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dask_hizt as dh
-from dask_hizt import _fill, _shared_fill
+from dask_hizt import _arguments, _fill, _shared_fill
 from dask_hizt.layout import Layout
 from dask_hizt.schema import Schema
 from dask_hizt.testing import assert_hist_equal
@@ -61,15 +61,16 @@ def fraction(request: pytest.FixtureRequest) -> Iterator[float]:
 
 @pytest.fixture
 def index_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Lengths of the arrays that ``_axis_indices`` binned (in this process)."""
+    """Lengths of the arrays that ``axis_indices`` binned (in this process)."""
     calls: list[int] = []
-    real = _fill._axis_indices
+    real = _arguments.axis_indices
 
     def counting(axis: Any, spec: Any, values: Any) -> Any:
         calls.append(len(values))
         return real(axis, spec, values)
 
-    monkeypatch.setattr(_fill, "_axis_indices", counting)
+    for module in (_fill, _shared_fill):
+        monkeypatch.setattr(module, "axis_indices", counting)
     return calls
 
 

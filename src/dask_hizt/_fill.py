@@ -21,18 +21,27 @@ import functools
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from . import _shared_fill
+from ._arguments import (
+    Arg,
+    Arguments,
+    FillSpec,
+    Inputs,
+    Target,
+    arguments,
+    axis_indices,
+    is_awkward_part,
+)
 from ._identity import PartitionInfo, array_digest, content_digest, content_id
 from ._partial import Partial, combine, empty, finish, from_entries
 from .errors import FillError
 from .layout import Layout
-from .schema import AxisKind, AxisSpec, Schema
+from .schema import Schema
 
 __all__ = [
     "Added",
@@ -43,60 +52,6 @@ __all__ = [
     "Target",
     "flatten_arguments",
 ]
-
-
-class Inputs(Protocol):
-    """A partition's inputs by slot: a sequence, or lazily made ones that
-    also have ``release(i)`` (see :mod:`dask_hizt._lazy`)."""
-
-    def __getitem__(self, i: int, /) -> Any: ...
-
-
-@dataclass(frozen=True)
-class Arg:
-    """Where a fill argument comes from: a partition input (``index`` into the
-    task's inputs, and the ``part`` to take when that input is a tuple of
-    packed dataframe partitions) or a Python scalar broadcast to every entry
-    (``value``)."""
-
-    index: int | None = None
-    value: Any = None
-    part: int | None = None
-
-    def take(self, inputs: Inputs) -> Any:
-        """This argument's data among a partition's inputs."""
-        assert self.index is not None
-        data = inputs[self.index]
-        return data if self.part is None else data[self.part]
-
-
-@dataclass(frozen=True)
-class FillSpec:
-    """One queued ``fill`` call: an :class:`Arg` per axis, the weight and the sample."""
-
-    axes: tuple[Arg, ...]
-    weight: Arg | None
-    sample: Arg | None = None
-
-    def args(self) -> tuple[Arg | None, ...]:
-        """Every argument, in the order identities digest them."""
-        return (*self.axes, self.weight, self.sample)
-
-
-@dataclass(frozen=True)
-class Target:
-    """One histogram of a compute, and where its keys lie in its key space."""
-
-    path: str
-    schema: Schema
-    layout: Layout
-    space: int
-    offset: int
-
-    @property
-    def key_range(self) -> tuple[int, int]:
-        """The histogram's keys in its key space."""
-        return self.offset, self.offset + self.layout.n_keys
 
 
 #: What a dry fill task (``Hist.pending``) finds: ``(fill index, identity)``.
@@ -160,7 +115,7 @@ class FillTask:
                 key = frozenset(slots)
                 if key not in flat:
                     flat[key] = _flatten_awkward(inputs, slots, where)
-                args = _arguments(target.schema, spec, flat[key], where)
+                args = arguments(target.schema, spec, flat[key], where)
                 # Fills whose flat inputs do not depend on each other share digests and keys.
                 scope = _shared_fill.context(inputs, slots)
                 given = info.given[j]
@@ -247,13 +202,9 @@ def _digest(
     return found
 
 
-def _is_awkward(x: Any) -> bool:
-    return type(x).__module__.startswith("awkward")
-
-
 def _on_typetracers(inputs: Inputs, used: Mapping[int, int]) -> bool:
     first = next(iter(used), None)
-    if first is None or not _is_awkward(inputs[first]):
+    if first is None or not is_awkward_part(inputs[first]):
         return False
     import awkward as ak  # noqa: PLC0415 - optional dependency
 
@@ -274,7 +225,7 @@ class _Flat:
 def _flatten_awkward(inputs: Inputs, slots: set[int], partition: str) -> Inputs:
     """A fill's awkward inputs, flattened (see :func:`flatten_arguments`)."""
     order = sorted(slots)
-    if not any(_is_awkward(inputs[i]) for i in order):
+    if not any(is_awkward_part(inputs[i]) for i in order):
         return inputs
     flat = flatten_arguments([inputs[i] for i in order], f"partition {partition}")
     return _Flat(inputs, dict(zip(order, flat, strict=True)))
@@ -286,7 +237,7 @@ def flatten_arguments(values: Sequence[Any], where: str) -> list[Any]:
     Jagged arguments are flattened, and per-event ones (a weight) repeated for
     each of their entries, as ``ak.flatten(ak.broadcast_arrays(...))``.
     """
-    found = [i for i, v in enumerate(values) if _is_awkward(v)]
+    found = [i for i, v in enumerate(values) if is_awkward_part(v)]
     if not found:
         return list(values)
     import awkward as ak  # noqa: PLC0415 - optional dependency
@@ -310,126 +261,12 @@ def _slots(spec: FillSpec) -> set[int]:
     return {a.index for a in args if a is not None and a.index is not None}
 
 
-def _as_1d(obj: Any, what: str, partition: str) -> npt.NDArray[Any]:
-    arr = np.asarray(obj)
-    if arr.ndim != 1:
-        msg = f"{what} must be one-dimensional, got shape {arr.shape} in partition {partition}"
-        raise FillError(msg)
-    return arr
-
-
-def _check_dtype(spec: AxisSpec, values: npt.NDArray[Any], name: str) -> None:
-    """Refuse values an axis cannot take, with an error that names the axis."""
-    kind = spec.kind
-    if kind is AxisKind.INT_CATEGORY and values.dtype.kind not in "iub":
-        msg = f"axis {name!r} is an IntCategory axis and needs integers, got dtype {values.dtype}"
-        raise FillError(msg)
-    if kind is AxisKind.STR_CATEGORY and values.dtype.kind not in "OUST":
-        msg = f"axis {name!r} is a StrCategory axis and needs strings, got dtype {values.dtype}"
-        raise FillError(msg)
-    if not spec.is_category and values.dtype.kind not in "iufb":
-        msg = f"axis {name!r} is numeric and cannot be filled with values of dtype {values.dtype}"
-        raise FillError(msg)
-    if kind is AxisKind.INTEGER and values.dtype.kind == "f":
-        msg = f"axis {name!r} is an Integer axis and needs integer values, got dtype {values.dtype}"
-        raise FillError(msg)
-
-
-def _axis_indices(
-    axis: Any, spec: AxisSpec, values: npt.NDArray[Any]
-) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_] | None]:
-    """Per-entry bin index (flow bins counted) and the mask of entries that land in a bin."""
-    if spec.is_category:
-        idx = pd.Index(list(spec.categories)).get_indexer(values)
-        missing = idx < 0
-        if not missing.any():
-            return idx, None
-        if spec.growth:
-            # The compute added every value to the axis before filling: a
-            # missing one would be dropped silently, so refuse instead.
-            msg = f"value {values[missing][0]!r} is not a category of the growing axis"
-            raise FillError(msg)
-        if spec.overflow:
-            idx[missing] = len(spec.categories)
-            return idx, None
-        return idx, ~missing
-    if spec.kind is AxisKind.BOOLEAN:
-        return values.astype(bool).astype(np.intp), None
-    idx = np.asarray(axis.index(values), dtype=np.intp)
-    if axis.traits.underflow:
-        idx += 1
-    ok = (idx >= 0) & (idx < axis.extent)
-    return idx, (None if ok.all() else ok)
-
-
-@dataclass(frozen=True)
-class _Arguments:
-    """One fill's arguments for one partition, checked: per axis a 1-D array
-    or a broadcast scalar, then the weight and the sample (``None``, a float
-    or a float64 array), and the number of entries."""
-
-    values: list[Any]
-    weight: Any
-    sample: Any
-    n: int
-
-    def digested(self) -> list[Any]:
-        """The arguments in :meth:`FillSpec.args` order."""
-        return [*self.values, self.weight, self.sample]
-
-
-def _arguments(
-    schema: Schema, spec: FillSpec, inputs: Inputs, partition: str
-) -> _Arguments:
-    names = [n or f"#{i}" for i, n in enumerate(schema.names)]
-    values: list[Any] = []
-    lengths: dict[str, int] = {}
-    for name, arg, ax_spec in zip(names, spec.axes, schema.axes, strict=True):
-        if arg.index is None:
-            _check_dtype(ax_spec, np.asarray([arg.value]), name)
-            values.append(arg.value)
-        else:
-            arr = _as_1d(arg.take(inputs), f"axis {name!r}", partition)
-            _check_dtype(ax_spec, arr, name)
-            values.append(arr)
-            lengths[name] = len(arr)
-    weight = _numbers(spec.weight, inputs, "weight", partition, lengths)
-    sample = _numbers(spec.sample, inputs, "sample", partition, lengths)
-    if len(set(lengths.values())) > 1:
-        msg = (
-            f"fill arguments have different lengths in partition {partition}: {lengths}"
-        )
-        raise FillError(msg)
-    n = next(iter(lengths.values())) if lengths else 1
-    return _Arguments(values, weight, sample, n)
-
-
-def _fill(schema: Schema, layout: Layout, args: _Arguments, dense: float) -> Partial:
+def _fill(schema: Schema, layout: Layout, args: Arguments, dense: float) -> Partial:
     if args.n >= dense * layout.n_keys:
         return _fill_dense(schema, layout, args.values, args.weight, args.sample, dense)
     return _fill_sparse(
         schema, layout, args.values, args.weight, args.sample, args.n, dense
     )
-
-
-def _numbers(
-    arg: Arg | None,
-    inputs: Inputs,
-    what: str,
-    partition: str,
-    lengths: dict[str, int],
-) -> Any:
-    """A weight or sample: ``None``, a broadcast float, or a float64 array."""
-    if arg is None:
-        return None
-    if arg.index is None:
-        return float(arg.value)
-    arr = _as_1d(arg.take(inputs), what, partition)
-    if arr.dtype.kind not in "iufb":
-        msg = f"{what} must be numeric, got dtype {arr.dtype}"
-        raise FillError(msg)
-    lengths[what] = len(arr)
-    return arr.astype(np.float64, copy=False)
 
 
 def _fill_dense(
@@ -464,9 +301,9 @@ def _fill_sparse(
     mask: npt.NDArray[np.bool_] | None = None
     for axis, ax_spec, v in zip(schema.shared_axes, schema.axes, values, strict=True):
         if isinstance(v, np.ndarray):
-            idx, ok = _axis_indices(axis, ax_spec, v)
+            idx, ok = axis_indices(axis, ax_spec, v)
         else:
-            one, ok1 = _axis_indices(axis, ax_spec, np.asarray([v]))
+            one, ok1 = axis_indices(axis, ax_spec, np.asarray([v]))
             if ok1 is not None and not ok1[0]:
                 # The scalar lands in no bin (no flow bin to take it): nothing is counted.
                 return empty(0, layout.n_keys, dtypes, algebra)

@@ -35,21 +35,23 @@ from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import boost_histogram as bh
 import numpy as np
 import numpy.typing as npt
 
-# Module imports both ways (``_fill`` uses this module): names are looked up
-# at call time, so either module may be imported first.
-from . import _fill
 from ._algebra import SUM
+from ._arguments import (
+    Arguments,
+    FillSpec,
+    Inputs,
+    Target,
+    axis_indices,
+    is_awkward_part,
+)
 from ._partial import Partial, _narrow, finish
 from .layout import Layout
-
-if TYPE_CHECKING:
-    from ._fill import FillSpec, Inputs, Target
 
 __all__ = ["SharedFill", "Sharing", "bin_key", "context", "numba_kernel"]
 
@@ -214,7 +216,7 @@ def context(inputs: Inputs, slots: Iterable[int]) -> Hashable:
     flat form depends on all of the fill's slots.
     """
     found = [inputs[i] for i in slots]
-    jagged = any(_fill._is_awkward(x) and x.ndim > 1 for x in found)
+    jagged = any(is_awkward_part(x) and x.ndim > 1 for x in found)
     return frozenset(slots) if jagged else None
 
 
@@ -302,7 +304,7 @@ class SharedFill:
         """Whether fill ``j`` goes through :meth:`add`."""
         return j in self.sharing.group_of
 
-    def add(self, j: int, t: int, args: _fill._Arguments, where: Hashable) -> None:
+    def add(self, j: int, t: int, args: Arguments, where: Hashable) -> None:
         """Add fill ``j`` into target ``t``; ``where`` is its :func:`context`."""
         target = self.targets[t]
         schema, layout = target.schema, target.layout
@@ -362,7 +364,7 @@ class SharedFill:
         ]
         return out + self._sparse
 
-    def _shift(self, t: int, args: _fill._Arguments) -> int | None:
+    def _shift(self, t: int, args: Arguments) -> int | None:
         """How far the fill's scalar arguments move its keys (``None``: no bin)."""
         target = self.targets[t]
         indices = []
@@ -384,7 +386,7 @@ class SharedFill:
         """The bin of a category among an axis' categories, found in a dict
         made once per axis (an index lookup per fill costs a millisecond).
         ``None`` for values the dict cannot decide (not a category: no bin,
-        the flow bin or an error, as :func:`dask_hizt._fill._axis_indices`
+        the flow bin or an error, as :func:`dask_hizt.axis_indices`
         says; or of a type the dict could confuse, such as ``True`` for 1)."""
         if issubclass(binning.kind, bh.axis.StrCategory):
             exact = type(value) is str
@@ -401,7 +403,7 @@ class SharedFill:
         return lookup.get(value)
 
     def _keys_of(
-        self, group: int, where: Hashable, target: Target, args: _fill._Arguments
+        self, group: int, where: Hashable, target: Target, args: Arguments
     ) -> _Keys:
         found = self._keys.get((group, where))
         if found is not None:
@@ -446,7 +448,7 @@ def bin_key(layout: Layout, indices: Sequence[int]) -> int:
 def _index(target: Target, p: int, values: Array) -> tuple[Array, Array | None]:
     """Per-entry bin index along axis ``p`` and the mask of entries in a bin."""
     schema = target.schema
-    return _fill._axis_indices(schema.shared_axes[p], schema.axes[p], values)
+    return axis_indices(schema.shared_axes[p], schema.axes[p], values)
 
 
 def _add_dense(
