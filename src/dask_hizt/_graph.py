@@ -9,6 +9,12 @@ becomes the graph of a compute (:func:`build`)::
       -> commit (one per repository) merge the forks, ONE commit
 
 or, with a checkpoint, batches of that chain (:mod:`dask_hizt._checkpoint`).
+
+When several dask_hizt collections are computed together (``dask.compute(h1,
+h2, report)``), dask hands their merged graph to the optimizer they share
+once; :func:`merge` then plans their requests as one compute, so the inputs
+are read by one fill task per partition for all of them and each repository
+gets ONE commit, as with :func:`dask_hizt.compute`.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import dask.array as da
+import dask.config
 import icechunk
+from dask.base import tokenize
 from dask.blockwise import (
     BlockwiseDepDict,
     blockwise,
@@ -42,8 +50,9 @@ from ._fill import FillTask
 from ._fill_groups import FillGroup
 from ._inputs import is_awkward
 from ._lazy import FillBlock, make_lazy
-from ._plan import Plan
+from ._plan import Plan, plan
 from ._repo import RepoRef
+from ._request import Request
 from ._route import route
 from ._write import Owner
 from .config import Settings
@@ -52,9 +61,12 @@ from .storage import redact
 
 __all__ = [
     "Built",
+    "Planned",
     "StoreLayer",
     "awkward_optimize",
     "build",
+    "join_awkward_optimizer",
+    "merge",
     "optimize",
     "pending_outputs",
 ]
@@ -71,12 +83,31 @@ class Built:
     keys: list[Key]
 
 
+@dataclass(frozen=True)
+class Planned:
+    """What a :class:`StoreLayer` was planned from, so that :func:`merge` can
+    plan it again together with others.
+
+    ``repositories`` gives, per output, the repository and branch
+    (:attr:`Request.repository`) whose commit it is.
+    """
+
+    requests: tuple[Request, ...]
+    checkpoint: Checkpoint | None
+    repositories: tuple[tuple[Any, str], ...]
+
+
 def build(
-    plan: Plan, name: str, token: str, checkpoint: Checkpoint | None = None
+    plan: Plan,
+    requests: Sequence[Request],
+    name: str,
+    token: str,
+    checkpoint: Checkpoint | None = None,
 ) -> Built:
-    """The graph of ``plan``: its fill layers (``hizt-fill-{token}-...``), and
-    one :class:`StoreLayer` ``name`` of routing, owners and commits, whose
-    outputs are ``(name, i)`` for ``plan.commits[i]``."""
+    """The graph of ``plan`` (planned from ``requests``): its fill layers
+    (``hizt-fill-{token}-...``), and one :class:`StoreLayer` ``name`` of
+    routing, owners and commits, whose outputs are ``(name, i)`` for
+    ``plan.commits[i]``."""
     layers: dict[str, Any] = {}
     dependencies: dict[str, set[str]] = {}
     fill_keys: list[Key] = []
@@ -102,9 +133,65 @@ def build(
         name, token, fill_keys, owners, plan.commits, plan.settings, checkpoint
     )
     outputs: list[Key] = [(name, i) for i in range(len(plan.commits))]
-    layers[name] = StoreLayer(dsk, fill_names, outputs)
+    repositories: list[tuple[Any, str]] = [("", "")] * len(plan.commits)
+    for r, i in enumerate(plan.output_of):
+        repositories[i] = requests[r].repository
+    source = Planned(tuple(requests), checkpoint, tuple(repositories))
+    layers[name] = StoreLayer(dsk, fill_names, outputs, source)
     dependencies[name] = set(fill_names)
     return Built(HighLevelGraph(layers, dependencies), outputs)
+
+
+def merge(dsk: HighLevelGraph) -> HighLevelGraph:
+    """Plan the dask_hizt computes in ``dsk`` as one.
+
+    The requests of every :class:`StoreLayer` (those with the same checkpoint
+    batching together) are planned and built anew as one compute; each old
+    store layer keeps its name and output keys, now aliases of the merged
+    commits, and its fill layers are dropped. The inputs stay as they are,
+    so dask-awkward's optimizer, run afterwards, projects the columns that
+    the merged fills touch.
+    """
+    stores = {n: x for n, x in dsk.layers.items() if isinstance(x, StoreLayer)}
+    batching: dict[tuple[int, float | None] | None, list[str]] = {}
+    for n, store in stores.items():
+        c = store.source.checkpoint
+        batching.setdefault(None if c is None else (c.batch, c.seconds), []).append(n)
+    together = [names for names in batching.values() if len(names) > 1]
+    if not together:
+        return dsk
+    layers = dict(dsk.layers)
+    dependencies = {n: set(d) for n, d in dsk.dependencies.items()}
+    for names in together:
+        requests = [r for n in names for r in stores[n].source.requests]
+        checkpoints = [
+            c for n in names if (c := stores[n].source.checkpoint) is not None
+        ]
+        checkpoint = min(checkpoints, key=lambda c: c.start) if checkpoints else None
+        token = tokenize(sorted(names))
+        name = f"hizt-commit-{token}"
+        p = plan(requests)
+        built = build(p, requests, name, token, checkpoint)
+        merged = built.graph.layers[name]
+        assert isinstance(merged, StoreLayer)
+        commit_of = dict(zip(merged.source.repositories, built.keys, strict=True))
+        for n in names:
+            old = stores[n]
+            for f in old.fill_names:
+                layers.pop(f, None)
+                dependencies.pop(f, None)
+            layers[n] = MaterializedLayer(
+                {
+                    out: commit_of[repo]
+                    for out, repo in zip(
+                        old.outputs, old.source.repositories, strict=True
+                    )
+                }
+            )
+            dependencies[n] = {name}
+        layers.update(built.graph.layers)
+        dependencies.update({n: set(d) for n, d in built.graph.dependencies.items()})
+    return HighLevelGraph(layers, dependencies)
 
 
 def pending_outputs(
@@ -157,6 +244,46 @@ def awkward_optimize() -> Any:
     from dask_awkward.lib.core import Array  # noqa: PLC0415 - optional dependency
 
     return Array.__dask_optimize__
+
+
+#: The settings through which collections look up dask-awkward's optimizer
+#: (``dask.context.globalmethod``): dask-awkward's arrays and scalars, and
+#: dask-histogram's histograms (``hist.dask``), which use it when
+#: dask-awkward is installed.
+_AWKWARD_OPTIMIZE_KEYS = (
+    "awkward_array_optimize",
+    "awkward_scalar_optimize",
+    "histogram_optimize",
+)
+
+
+def join_awkward_optimizer() -> None:
+    """Have dask-awkward's collections optimize with :func:`_awkward_merged`.
+
+    dask optimizes collections together only when they share one optimizer
+    object, and dask-awkward must project columns over every collection of a
+    compute (a histogram's fills next to a report and ``hist.dask``
+    histograms), so the histograms use the optimizer of dask-awkward's
+    arrays; and that optimizer must :func:`merge` the histograms before it
+    projects. dask-awkward and dask-histogram let a setting take their
+    optimizer's place: this sets those the user has not set.
+    """
+    unset = {
+        k: _awkward_merged
+        for k in _AWKWARD_OPTIMIZE_KEYS
+        if k not in dask.config.config
+    }
+    if unset:
+        dask.config.set(unset)
+
+
+def _awkward_merged(dsk: Any, keys: Any, **kwargs: Any) -> Any:
+    """dask-awkward's optimizations, after :func:`merge`."""
+    from dask_awkward.lib.optimize import all_optimizations  # noqa: PLC0415
+
+    if isinstance(dsk, HighLevelGraph):
+        dsk = merge(dsk)
+    return all_optimizations(dsk, keys, **kwargs)
 
 
 def fill_layer(name: str, task: FillTask, group: FillGroup) -> HighLevelGraph:
@@ -237,11 +364,16 @@ class StoreLayer(MaterializedLayer):
     """
 
     def __init__(
-        self, mapping: dict[Key, Any], fill_names: Sequence[str], outputs: Sequence[Key]
+        self,
+        mapping: dict[Key, Any],
+        fill_names: Sequence[str],
+        outputs: Sequence[Key],
+        source: Planned,
     ) -> None:
         super().__init__(mapping)
         self.fill_names = tuple(fill_names)
         self.outputs = tuple(outputs)
+        self.source = source
 
     def mock(self) -> MaterializedLayer:
         """Each output waits for partition 0 of every fill layer, and does nothing."""
@@ -312,25 +444,35 @@ def _checkpointed(
     settings: Settings,
     checkpoint: Checkpoint,
 ) -> None:
-    """Routing, owners, gates and commits of a checkpointed compute."""
+    """Routing, owners, gates and commits of a checkpointed compute.
+
+    The repositories' chains go in step: batch ``b`` of each opens after
+    batch ``b - 1`` of every repository committed, so that dask's ordering
+    cannot run one repository's batches all before another's first commit
+    (a job killed then would have checkpointed nothing there).
+    """
     size = checkpoint.batch
     batches = [
         range(a, min(a + size, len(fill_keys))) for a in range(0, len(fill_keys), size)
     ]
+    owned = [[(s, o) for s in c.spaces for o in range(len(spaces[s]))] for c in commits]
+    forks = [{so: j for j, so in enumerate(ow)} for ow in owned]
+    prev: list[Key] = []
     for i, c in enumerate(commits):
-        owned = [(s, o) for s in c.spaces for o in range(len(spaces[s]))]
-        forks = {so: j for j, so in enumerate(owned)}
-        prev: Key = (f"hizt-start-{token}", i)
-        dsk[prev] = ChainState(c.base, checkpoint.start, creation=c.creation)
-        for b, batch in enumerate(batches):
+        prev.append((f"hizt-start-{token}", i))
+        dsk[prev[i]] = ChainState(c.base, checkpoint.start, creation=c.creation)
+    for b, batch in enumerate(batches):
+        final = b == len(batches) - 1
+        done = list(prev)
+        for i, c in enumerate(commits):
             gate = (f"hizt-gate-{token}", i, b)
-            final = b == len(batches) - 1
+            others = [k for j, k in enumerate(done) if j != i]
             dsk[gate] = (
                 Guarded(
-                    Gate(c.ref, c.branch, len(forks), checkpoint.seconds, final),
+                    Gate(c.ref, c.branch, len(forks[i]), checkpoint.seconds, final),
                     _where(c.ref),
                 ),
-                prev,
+                (_after, done[i], others) if others and b else done[i],
             )
             writers: list[Key] = []
             for s in c.spaces:
@@ -346,7 +488,7 @@ def _checkpointed(
                     # owner o writes through the fork its gate opened, after
                     # (and with what was carried by) batch b - 1
                     fork = (f"hizt-fork-{token}", s, b, o)
-                    dsk[fork] = (pick_fork, gate, forks[(s, o)])
+                    dsk[fork] = (pick_fork, gate, forks[i][(s, o)])
                     before = (f"hizt-write-{token}-{s}-b{b - 1}", o) if b else None
                     key = (f"hizt-write-{token}-{s}-b{b}", o)
                     dsk[key] = (
@@ -360,5 +502,12 @@ def _checkpointed(
             step = BatchCommit(c, f"{name}-{i}-{b}", b, len(batches))
             commit = (f"hizt-commit-{token}", i, b)
             dsk[commit] = (Guarded(step, _where(c.ref)), gate, writers)
-            prev = commit
-        dsk[(name, i)] = (snapshot_of, prev)
+            prev[i] = commit
+    for i, last in enumerate(prev):
+        dsk[(name, i)] = (snapshot_of, last)
+
+
+def _after(value: Any, others: Any) -> Any:
+    """``value``, once ``others`` are done."""
+    del others
+    return value

@@ -26,7 +26,15 @@ from dask.highlevelgraph import HighLevelGraph
 from . import _progress
 from ._arrays import existing_schema
 from ._checkpoint import CheckpointArg, parse_checkpoint
-from ._graph import Built, awkward_optimize, build, optimize, pending_outputs
+from ._graph import (
+    Built,
+    awkward_optimize,
+    build,
+    join_awkward_optimizer,
+    merge,
+    optimize,
+    pending_outputs,
+)
 from ._inputs import is_awkward
 from ._plan import pending, plan
 from ._repo import RepoRef, check_path
@@ -112,10 +120,12 @@ class _Computes(DaskMethodsMixin):
 
     @property
     def __dask_optimize__(self) -> Any:
-        """dask-awkward's own optimizer when a fill reads dask-awkward arrays
-        (dask optimizes collections together only when they share the
-        optimizer object, and dask-awkward projects columns over all of them);
-        otherwise ours."""
+        """The optimizer of dask-awkward's arrays when a fill reads them (dask
+        optimizes collections together only when they share the optimizer
+        object, and dask-awkward projects columns over all of them; the fill
+        made it :func:`~dask_hizt._graph.join_awkward_optimizer`'s, which
+        merges the computes first); otherwise ours. Either way the computes
+        of one ``dask.compute`` are planned as one."""
         if any(
             is_awkward(s.collection)
             for r in self._requests()
@@ -149,11 +159,13 @@ class Requests(_Computes):
 
 
 def _optimize(dsk: Any, keys: Any, **kwargs: Any) -> Any:
-    """Fuse element-wise work on the inputs into the fill tasks, made lazily."""
+    """Plan the computes in ``dsk`` as one (:func:`~dask_hizt._graph.merge`),
+    and fuse element-wise work on the inputs into the fill tasks, made lazily."""
     del kwargs
     if not isinstance(dsk, HighLevelGraph):
         return dsk
-    return optimize(dsk, list(flatten(keys)) if isinstance(keys, list) else [keys])
+    keys = list(flatten(keys)) if isinstance(keys, list) else [keys]
+    return optimize(merge(dsk), keys)
 
 
 class _Rebuilt(DaskMethodsMixin):
@@ -301,6 +313,8 @@ class Hist(_Computes):
         del threads  # parallelism comes from dask
         bound = bind(self._schema, args, kwargs, weight, sample)
         fill = queue(self._schema, bound, partition_ids)
+        if any(is_awkward(s.collection) for s in fill.sources()):
+            join_awkward_optimizer()
         self._fills.append(fill)
         self._plan_cache = None
         return self
@@ -374,7 +388,8 @@ def _cached_plan(owner: _Computes, requests: Sequence[Request]) -> _Planned:
     if cached is None or cached[0] != token:
         name = f"hizt-commit-{token}"
         p = plan(requests)
-        planned = _Planned(name, build(p, name, token, checkpoint), p.output_of)
+        built = build(p, requests, name, token, checkpoint)
+        planned = _Planned(name, built, p.output_of)
         cached = owner._plan_cache = (token, planned)
     # dask asks for the graph, the keys and the post-compute step at different
     # moments of one compute; a commit landing in between must not make them
