@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import dask
 import hist
 import icechunk
 import numpy as np
@@ -114,12 +115,16 @@ def _growing(expected: hist.Hist[Any]) -> hist.Hist[Any]:
     return out
 
 
+@pytest.mark.parametrize("compute", [dh.compute, dask.compute], ids=["dh", "dask"])
 def test_apply_to_fileset_one_read_one_commit_exact(
     client: Any,
     tmp_path: Path,
     nanoaod_files: dict[str, Path],  # noqa: F811 - the fixture
     nanoaod_schema: Any,  # noqa: F811 - the fixture
+    compute: Any,
 ) -> None:
+    """``dh.compute(out, report)``, or plain ``dask.compute`` as coffea's
+    documentation has it: the same one read, one commit."""
     from coffea.dataset_tools import apply_to_fileset, preprocess
 
     repo = tmp_path / "repo.icechunk"
@@ -132,7 +137,7 @@ def test_apply_to_fileset_one_read_one_commit_exact(
     )
     log = ReadLog(tmp_path / "reads.jsonl")
     with log.on(client):
-        out, report = dh.compute(out, report)
+        out, report = compute(out, report)
 
     # every partition read once, and only the branches the outputs use
     assert log.counts() == dict.fromkeys(steps_of(available), 1)

@@ -119,12 +119,12 @@ def test_processor_output_and_report(kind: str, data: Path, tmp_path: Path) -> N
     assert len(_messages(tmp_path / f"{kind}-b.icechunk")) == 2
 
 
+@MIXED
 def test_on_the_cluster(data: Path, tmp_path: Path, client: Any) -> None:
     del client
     kind = "parquet_dir"
     out, report = compute_job.processor(kind, data, tmp_path)
-    with pytest.warns(UserWarning, match="mixed collections"):
-        out, _ = dask.compute(out, report)
+    out, _ = dask.compute(out, report)
     _check(kind, data, out)
     assert _fills(tmp_path / f"{kind}-a.icechunk") == 1
     assert _fills(tmp_path / f"{kind}-b.icechunk") == 1
@@ -260,7 +260,7 @@ def test_rerun_in_fresh_process_commits_nothing(
 @dataclass
 class Killed:
     repos: Path
-    killed: bool
+    killed: dict[str, bool]
     commits: dict[str, int]
     rerun: Run
     stderr: str
@@ -268,36 +268,39 @@ class Killed:
 
 @pytest.fixture(scope="session")
 def killed(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Killed:
-    """The job (its output, without the report) checkpointed every
-    partition and slowed down, every kind at once, killed with SIGKILL once each kind has committed a batch in
-    repository a; then run again in a fresh process."""
+    """The job of each kind (its output, without the report) checkpointed
+    every partition and slowed down, in a process of its own, killed with
+    SIGKILL once it has committed a batch in repository a; then the job of
+    every kind run again in one fresh process."""
     cwd = tmp_path_factory.mktemp("compute-killed")
     repos = cwd / "repos"
-    argv = _argv(
-        repos, data, "--slow", str(SLOW), "--checkpoint", "1", "--concurrent",
-        "--no-report",
-    )  # fmt: skip
+    options = ("--slow", str(SLOW), "--checkpoint", "1", "--no-report")
     err = cwd / "killed.err"
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    was_killed = dict.fromkeys(KINDS, False)
     with err.open("w") as stderr:
-        proc = subprocess.Popen(
-            argv, cwd=cwd, env=ENV, stdout=subprocess.DEVNULL, stderr=stderr
-        )
-    was_killed = False
+        for kind in KINDS:
+            argv = [sys.executable, str(JOB), kind, str(repos), str(data), *options]
+            procs[kind] = subprocess.Popen(
+                argv, cwd=cwd, env=ENV, stdout=subprocess.DEVNULL, stderr=stderr
+            )
     try:
         deadline = time.monotonic() + KILL_DEADLINE
-        while time.monotonic() < deadline and proc.poll() is None:
-            if all(_fills(repos / f"{k}-a.icechunk") for k in KINDS):
-                proc.send_signal(signal.SIGKILL)
-                was_killed = True
-                break
+        while time.monotonic() < deadline and any(
+            p.poll() is None for p in procs.values()
+        ):
+            for kind, proc in procs.items():
+                if proc.poll() is None and _fills(repos / f"{kind}-a.icechunk"):
+                    proc.send_signal(signal.SIGKILL)
+                    was_killed[kind] = True
             time.sleep(0.05)
-        proc.wait(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
             proc.wait(timeout=30)
     commits = {k: _fills(repos / f"{k}-a.icechunk") for k in KINDS}
-    rerun = _run(argv, cwd, repos)
+    rerun = _run(_argv(repos, data, *options, "--concurrent"), cwd, repos)
     return Killed(repos, was_killed, commits, rerun, err.read_text())
 
 
@@ -305,10 +308,12 @@ def killed(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Killed:
 def test_killed_job_resumed_in_fresh_process(
     kind: str, data: Path, killed: Killed
 ) -> None:
-    if not killed.killed:
+    if not killed.killed[kind]:
         pytest.fail(f"the job ended before it was killed:\n{jobs.tail(killed.stderr)}")
     partitions = inputs_job.build(kind, data).x.npartitions
-    assert 1 <= killed.commits[kind] < partitions, "not killed halfway"
+    assert 1 <= killed.commits[kind] < partitions, (
+        f"not killed halfway: {killed.commits}"
+    )
     report = killed.rerun.report(kind)
     assert report["sums"] == _sums(kind, data)
     repo = killed.repos / f"{kind}-a.icechunk"
