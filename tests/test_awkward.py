@@ -207,7 +207,7 @@ def test_plain_dask_compute_of_several_hists_one_read_one_commit(
     eta_axis = hist.axis.Regular(10, -5, 5, name="eta")
     eta = dh.Hist(eta_axis, storage=weight, store=repo_path, path="eta")
     eta.fill(eta=events.Muon.eta)
-    hd = hist.dask.Hist(hist.axis.Regular(20, 0, 100, name="pt"))
+    hd: Any = hist.dask.Hist(hist.axis.Regular(20, 0, 100, name="pt"))
     hd.fill(pt=dak.flatten(events.Muon.pt))
     n_muons = ak.sum(dak.num(events.Muon.eta, axis=1))
     optimizers = {c.__dask_optimize__ for c in (pt, eta, hd, n_muons)}
