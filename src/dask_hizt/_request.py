@@ -8,6 +8,8 @@ histogram, a plain value: the planner never looks inside a ``Hist``.
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,15 +58,20 @@ class Fill:
         """The partitioned arguments."""
         return [s for s in self.args() if s is not None and s.partitioned]
 
-    def token(self) -> str:
-        """Tells fills apart within a process (dask names, scalars): the same
-        collection filled twice into one histogram counts twice."""
+    @functools.cached_property
+    def _token(self) -> str:
+        # a fill's collections are immutable: its token is too
         parts = [
             s.collection if s.partitioned else ("scalar", s.value)
             for s in self.args()
             if s is not None
         ]
         return tokenize(*parts, self.given)
+
+    def token(self) -> str:
+        """Tells fills apart within a process (dask names, scalars): the same
+        collection filled twice into one histogram counts twice."""
+        return self._token
 
 
 @dataclass(frozen=True)
