@@ -9,7 +9,6 @@ histogram, a plain value: the planner never looks inside a ``Hist``.
 from __future__ import annotations
 
 import functools
-
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
