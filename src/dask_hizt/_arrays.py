@@ -34,6 +34,7 @@ __all__ = [
     "create_arrays",
     "delete_histogram",
     "existing_schema",
+    "find_at_snapshot",
     "find_histogram",
     "grow_arrays",
     "prepare",
@@ -95,6 +96,25 @@ def find_histogram(store: IcechunkStore, path: str) -> tuple[Schema, Layout] | N
     return schema, Layout(schema.shape, tuple(int(c) for c in meta["chunks"]))
 
 
+#: What :func:`find_histogram` found per (snapshot id, path): a snapshot never
+#: changes, and several plans of one compute (each collection's, then the
+#: merged one) read the same histograms at the same tip.
+_AT_SNAPSHOT: dict[tuple[str, str], tuple[Schema, Layout] | None] = {}
+_AT_SNAPSHOT_MAX = 4096
+
+
+def find_at_snapshot(
+    session: icechunk.Session, path: str
+) -> tuple[Schema, Layout] | None:
+    """:func:`find_histogram` in a session without changes, cached per snapshot."""
+    key = (str(session.snapshot_id), path)
+    if key not in _AT_SNAPSHOT:
+        if len(_AT_SNAPSHOT) >= _AT_SNAPSHOT_MAX:
+            _AT_SNAPSHOT.clear()
+        _AT_SNAPSHOT[key] = find_histogram(session.store, path)
+    return _AT_SNAPSHOT[key]
+
+
 def existing_schema(ref: RepoRef, branch: str, path: str) -> Schema | None:
     """The schema of the histogram at ``path`` on the branch's tip, or ``None``
     if nothing is there (a node that is not a histogram raises)."""
@@ -110,7 +130,7 @@ def existing_schema(ref: RepoRef, branch: str, path: str) -> Schema | None:
         cached = _TIP_SESSIONS[(id(ref.repo), tip)] = ref.repo.readonly_session(
             snapshot_id=tip
         )
-    found = find_histogram(cached.store, path)
+    found = find_at_snapshot(cached, path)
     return None if found is None else found[0]
 
 
@@ -171,7 +191,7 @@ def prepare(
     created: dict[str, tuple[Schema, Layout]] = {}
     grown: dict[str, tuple[Schema, Schema, dict[str, tuple[str | int, ...]]]] = {}
     for path, (schema, chunk_bytes) in wanted.items():
-        found = find_histogram(session.store, path)
+        found = find_at_snapshot(session, path)
         stored = None if found is None else found[0]
         if stored is not None:
             schema.check_same(stored, f"histogram {path!r}")

@@ -119,4 +119,16 @@ def ancestry(
     for snap in repo.ancestry(snapshot_id=snapshot_id, branch=branch):
         if snap.id == until:
             return
-        yield snap, CommitRecord.from_snapshot(snap)
+        record = _RECORDS.get(snap.id)
+        if record is None:
+            if len(_RECORDS) >= _RECORDS_MAX:
+                _RECORDS.clear()
+            record = _RECORDS[snap.id] = (CommitRecord.from_snapshot(snap),)
+        yield snap, record[0]
+
+
+# Parsed records per snapshot id (a snapshot never changes; a fill commit of
+# many histograms records thousands of identities, and every plan of a
+# compute walks back through it).
+_RECORDS: dict[str, tuple[CommitRecord | None]] = {}
+_RECORDS_MAX = 256

@@ -38,6 +38,9 @@ def committed(
     growing branch read only the new commits.
     """
     wanted = set(paths)
+    seen = _SEEN.get(snapshot_id)
+    if seen is not None and wanted <= seen.keys():
+        return {path: seen[path][0] for path in wanted}
     found: dict[str, set[str]] = {p: set() for p in wanted}
     closed: set[str] = set()
     base: dict[str, tuple[frozenset[str], bool]] | None = None

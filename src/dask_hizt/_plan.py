@@ -32,7 +32,7 @@ from typing import Any
 
 import icechunk
 
-from ._arrays import Creation, prepare, read_histogram_meta
+from ._arrays import Creation, find_at_snapshot, prepare, read_histogram_meta
 from ._commit import CommitPlan
 from ._fill import FillTask, Target
 from ._fill_groups import FillGroup, fill_groups, queue
@@ -45,6 +45,7 @@ from ._stage import StagedLoad, staged_id
 from ._version import __version__
 from ._write import Owner
 from .config import Settings
+from .errors import NotAHistogramError
 
 __all__ = [
     "KeySpace",
@@ -281,7 +282,16 @@ def _lay_out(sites: _Sites, repos: Sequence[Repository]) -> tuple[Target, ...]:
     targets = []
     for t, req in enumerate(sites.first):
         r = sites.repo_of[t]
-        stored, layout = read_histogram_meta(repos[r].writer.store, req.path)
+        writer = repos[r].writer
+        if repos[r].creation is None and isinstance(writer, icechunk.Session):
+            # the session at the base, unchanged: what other plans read too
+            found = find_at_snapshot(writer, req.path)
+            if found is None:
+                msg = f"no histogram at path {req.path!r}"
+                raise NotAHistogramError(msg)
+            stored, layout = found
+        else:
+            stored, layout = read_histogram_meta(writer.store, req.path)
         req.schema.check_same(stored, f"histogram {req.path!r}")
         kind = (r, stored.storage)
         if kind not in spaces:
