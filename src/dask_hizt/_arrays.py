@@ -39,6 +39,7 @@ __all__ = [
     "grow_arrays",
     "prepare",
     "read_histogram_meta",
+    "readonly_at",
 ]
 
 
@@ -123,18 +124,25 @@ def existing_schema(ref: RepoRef, branch: str, path: str) -> Schema | None:
     except icechunk.IcechunkError as err:
         msg = f"branch {branch!r} cannot be read: {err}"
         raise StoreError(msg) from err
-    cached = _TIP_SESSIONS.get((id(ref.repo), tip))
-    if cached is None:
-        # Many Hist objects are made against one tip: share its session.
-        _TIP_SESSIONS.clear()
-        cached = _TIP_SESSIONS[(id(ref.repo), tip)] = ref.repo.readonly_session(
-            snapshot_id=tip
-        )
-    found = find_at_snapshot(cached, path)
+    # Many Hist objects are made against one tip: they share its session.
+    found = find_at_snapshot(readonly_at(ref, tip), path)
     return None if found is None else found[0]
 
 
-_TIP_SESSIONS: dict[tuple[int, str], icechunk.Session] = {}
+def readonly_at(ref: RepoRef, snapshot_id: str) -> icechunk.Session:
+    """A read-only session at ``snapshot_id``, shared within the process (it
+    never changes): the histograms of one commit read through one."""
+    key = (id(ref.repo), snapshot_id)
+    session = _READONLY.get(key)
+    if session is None:
+        if len(_READONLY) >= _READONLY_MAX:
+            _READONLY.clear()
+        session = _READONLY[key] = ref.repo.readonly_session(snapshot_id=snapshot_id)
+    return session
+
+
+_READONLY: dict[tuple[int, str], icechunk.Session] = {}
+_READONLY_MAX = 32
 
 
 @dataclass(frozen=True)

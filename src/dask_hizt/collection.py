@@ -507,13 +507,9 @@ def _finalize_set(
     targets: Sequence[tuple[RepoRef, str]],
     output_of: Sequence[int],
 ) -> list[StoredHist]:
-    # One read-only session per snapshot, shared by its histograms.
-    sessions: dict[int, icechunk.Session] = {}
-    for (ref, _), i in zip(targets, output_of, strict=True):
-        if i not in sessions:
-            sessions[i] = ref.repo.readonly_session(snapshot_id=results[i])
+    # StoredHist shares one read-only session per snapshot.
     return [
-        StoredHist(ref, path, results[i], sessions[i])
+        StoredHist(ref, path, results[i])
         for (ref, path), i in zip(targets, output_of, strict=True)
     ]
 

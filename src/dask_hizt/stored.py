@@ -15,10 +15,10 @@ import numpy.typing as npt
 from dask.base import tokenize
 
 from . import _display, _read
-from ._arrays import read_histogram_meta
+from ._arrays import find_at_snapshot, readonly_at
 from ._history import ancestry
 from ._repo import RepoRef, check_path
-from .errors import StoreError
+from .errors import NotAHistogramError, StoreError
 from .layout import Layout
 from .schema import Schema
 
@@ -68,12 +68,12 @@ class StoredHist:
         self._ref = ref
         self.path = path
         self.snapshot_id = snapshot_id
-        self._session = (
-            ref.repo.readonly_session(snapshot_id=snapshot_id)
-            if session is None
-            else session
-        )
-        self._schema, self._layout = read_histogram_meta(self._session.store, path)
+        self._session = readonly_at(ref, snapshot_id) if session is None else session
+        found = find_at_snapshot(self._session, path)
+        if found is None:
+            msg = f"no histogram at path {path!r}"
+            raise NotAHistogramError(msg)
+        self._schema, self._layout = found
 
     @property
     def repository(self) -> icechunk.Repository:
