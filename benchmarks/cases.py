@@ -583,7 +583,7 @@ def run_case(
                 )
         for path in dumps.values():  # case b: 177 MB each
             path.unlink()
-    rows = {m: r for m in methods if (r := summarise(m, outcomes[m])) is not None}
+    rows = {m: row for m in methods if (row := summarise(m, outcomes[m])) is not None}
     verdicts = report(case, rows, outcomes, args.warm_runs)
     warm_equal = all(
         o.result["warm_equal"] for m in methods for o in outcomes[m] if o.result

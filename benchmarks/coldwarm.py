@@ -187,7 +187,7 @@ def git(*args: str) -> str:
 
 def environment() -> dict[str, Any]:
     """Commit, versions and machine; cheap (no library imported)."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in VERSIONS:
         try:
             versions[name] = metadata.version(name)
