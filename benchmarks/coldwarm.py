@@ -1,4 +1,4 @@
-"""Shared machinery of the cold/warm benchmarks (systematics.py, fixed.py).
+"""Shared machinery of the cold/warm benchmarks (systematics.py, fixed.py, cases.py).
 
 A *cold* run is what a user's script pays: a fresh Python process that
 imports the libraries, starts a LocalCluster and computes once. A *warm*
