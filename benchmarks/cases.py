@@ -475,7 +475,7 @@ def report(
     )
     hz = rows.get(HIZT)
     if ref is None or hz is None:
-        print("no dask_hizt and dask-histogram results both: no verdicts")
+        print("verdicts need both dask_hizt and dask-histogram results: none")
         return {}
     v: dict[str, Any] = {
         "first_speedup": ratio(ref.first_s, hz.first_s),
@@ -591,7 +591,7 @@ def run_case(
     equal = warm_equal and all(c["equal"] for c in checks)
     print(
         f"checks: {len(checks)} comparisons (each method's first result against "
-        f"{REFERENCE}'s, every round, flow bins included, exact), every warm result "
+        f"{checks[0]['against'] if checks else REFERENCE}'s, every round, flow bins included, exact), every warm result "
         f"against its process's first: {'all equal' if equal else 'MISMATCH'}"
     )
     failed = any(o.result is None for m in methods for o in outcomes[m])
