@@ -127,6 +127,11 @@ def run_child(
     load = os.getloadavg()[0]
     env = dict(os.environ)
     env.setdefault("ICECHUNK_LOG", "error")
+    # A user's interpreter caches compiled modules (.pyc); without the cache
+    # (this machine sets PYTHONDONTWRITEBYTECODE=1, and uv installs no .pyc)
+    # every cold process and worker compiles its imports from source, seconds
+    # that no user pays.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     spawned = now()
     cmd = [
         sys.executable,

@@ -200,12 +200,14 @@ def child(args: argparse.Namespace) -> int:
                     t1 = cw.now()
                     result = runner(fileset(args.data, size), processor_instance=proc)
                     travelled = len(pickle.dumps(result))
+                    t2 = cw.now()
                     if args.child == "staging":
                         result = result["histograms"].commit()
                     wall = cw.now() - t1
                 runs.append(
                     {
                         "wall_s": wall,
+                        "commit_s": t1 + wall - t2,
                         "travelled_bytes": travelled,
                         "client_peak": mem.peak.pop("client"),
                         "worker_peaks": sorted(mem.peak.values(), reverse=True),
@@ -306,6 +308,7 @@ def print_case(
             "cold": cw.median([m["cold_s"] for m in mine]),
             "first": cw.median([m["runs"][0]["wall_s"] for m in mine]),
             "warm": cw.median([m["runs"][1]["wall_s"] for m in mine]),
+            "commit": cw.median([m["runs"][1]["commit_s"] for m in mine]),
             "worker": max(
                 max(m["runs"][i]["worker_peaks"]) for m in mine for i in (0, 1)
             ),
@@ -314,15 +317,16 @@ def print_case(
         }
     print(f"\n{case}: equal: {'yes' if diff is None else diff}")
     print(
-        "| method | cold s | first run s | warm run s | warm x hist | "
+        "| method | cold s | first run s | warm run s | of it commit s | warm x hist | "
         "worker GiB | client GiB | returned MiB |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     base = rows.get("hist", {}).get("warm")
     for method, r in rows.items():
         ratio = f"{base / r['warm']:.2f}" if base else "-"
         print(
-            f"| {method} | {r['cold']:.2f} | {r['first']:.2f} | {r['warm']:.2f} | {ratio} | "
+            f"| {method} | {r['cold']:.2f} | {r['first']:.2f} | {r['warm']:.2f} | "
+            f"{r['commit']:.2f} | {ratio} | "
             f"{cw.fmt_gib(r['worker'])} | {cw.fmt_gib(r['client'])} | "
             f"{r['travelled'] / 2**20:.2f} |"
         )
