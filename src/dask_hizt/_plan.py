@@ -16,7 +16,7 @@ steps, each a typed record:
 5. :func:`_known`: the identities each histogram already records;
 6. :func:`dask_hizt._fill_groups.fill_groups`: the fill tasks, with what is
    known of each partition;
-7. :func:`_staged`: the load tasks of ``dh.Staging`` files;
+7. :func:`_staged`: the load tasks of ``dh.Staging``'s staged fills;
 8. :func:`_spaces`: the owners of each key space
    (:func:`dask_hizt._route.owners`);
 9. :func:`_commits`: one per repository.
@@ -86,7 +86,8 @@ class KeySpace:
 
 @dataclass(frozen=True)
 class StagedLoads:
-    """The load tasks of ``dh.Staging`` files: ``load`` over each batch."""
+    """The load tasks of ``dh.Staging``'s staged fills: ``load`` over each
+    batch of staged object names."""
 
     load: StagedLoad
     batches: tuple[tuple[str, ...], ...]
@@ -332,14 +333,21 @@ def _staged(
 ) -> StagedLoads | None:
     """The load tasks of staged fills (:mod:`dask_hizt.runner`) not yet in."""
     files = [
-        f.file
+        f.name
         for req, t in zip(requests, sites.target_of, strict=True)
         for f in req.staged
         if staged_id(f.item) not in known[t]
     ]
     if not files:
         return None
+    # one Staging (one repository, one staging area) per compute
+    areas = {req.area for req in requests if req.staged}
+    area = areas.pop() if len(areas) == 1 else None
+    if area is None:
+        msg = f"staged fills of one compute must share one staging area, got {areas}"
+        raise ValueError(msg)
     load = StagedLoad(
+        area,
         targets,
         {t.path: i for i, t in enumerate(targets)},
         tuple(s.size for s in spaces),
