@@ -24,6 +24,11 @@ Examples
 ...         return accumulator
 >>> result = runner(fileset, processor_instance=Processor())  # doctest: +SKIP
 >>> stored = result["histograms"].commit()  # {"muon/pt": StoredHist}
+
+``REPO`` may be a local or shared directory or an ``s3://bucket/prefix``
+URL; on S3 every process takes the credentials from its own environment
+(see :mod:`dask_hizt._staging_area`). Staged fills of a run that died
+before its commit are removed by :func:`dask_hizt.gc`.
 """
 
 from __future__ import annotations
