@@ -337,3 +337,25 @@ def test_a_staged_object_removed_before_the_commit_is_named(s3_env: str) -> None
         staged.commit(scheduler="sync")
     with pytest.raises(dh.NotAHistogramError):
         dh.open(url, "h")  # nothing committed: not even created
+
+
+def test_gc_takes_static_keys_which_never_leave_the_process(
+    s3_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dask_hizt._repo import RepoRef
+    from dask_hizt._staging_area import staging_area
+
+    url = f"s3://{new_bucket(s3_env)}/repo"
+    stage(url, chunks(1)[0])
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    opts = {"access_key_id": S3_KEY_ID, "secret_access_key": S3_SECRET}
+    report = dh.gc(url, older_than=dt.timedelta(0), idle=True, storage_options=opts)
+    assert report.staged_deleted == 2
+    area = staging_area(RepoRef.from_store(url, storage_options=opts), opts)
+    with pytest.raises(TypeError, match="stays in its process"):
+        pickle.dumps(area)
+    assert S3_SECRET not in repr(area)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", S3_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+    assert staged_objects(url) == []

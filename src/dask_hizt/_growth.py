@@ -3,7 +3,7 @@ is built, so that each histogram's chunk grid is final when partials are
 keyed.
 
 Scalars are known; values from partitioned inputs are found by a pass over
-those inputs alone; ``dh.Staging`` files carry theirs in their headers. The
+those inputs alone; ``dh.Staging`` staged fills carry theirs with them. The
 values are kept in order of first appearance, as ``hist`` adds them.
 """
 

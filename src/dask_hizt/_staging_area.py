@@ -37,12 +37,20 @@ from ._repo import RepoRef
 from .errors import StoreError
 from .storage import parse_url, redact, s3_kwargs
 
-__all__ = ["STAGING_DIR", "LocalArea", "S3Area", "StagingArea", "staging_area"]
+__all__ = [
+    "SECRET_OPTIONS",
+    "STAGING_DIR",
+    "LocalArea",
+    "S3Area",
+    "StagingArea",
+    "require_boto3",
+    "staging_area",
+]
 
 #: Name of the staging area inside a repository (a directory or a key prefix).
 STAGING_DIR = ".dask_hizt-staging"
 
-#: The ``storage_options`` that are secrets; a Staging refuses them.
+#: The ``storage_options`` that are secrets; ``dh.Staging`` refuses them.
 SECRET_OPTIONS = ("access_key_id", "secret_access_key", "session_token")
 
 
@@ -315,10 +323,7 @@ def _join(prefix: str, name: str) -> str:
 
 
 def staging_area(
-    ref: RepoRef,
-    storage_options: Mapping[str, Any] | None = None,
-    *,
-    secrets: bool = False,
+    ref: RepoRef, storage_options: Mapping[str, Any] | None = None
 ) -> StagingArea | None:
     """The staging area of a repository; ``None`` if it has no place for one
     (storage neither on a filesystem nor on S3).
@@ -328,15 +333,13 @@ def staging_area(
     ref
         The repository.
     storage_options
-        The ``storage_options`` it was opened with (``s3://`` URLs).
-    secrets
-        Whether static keys may be used (the area then stays in this
-        process); otherwise they are refused.
+        The ``storage_options`` it was opened with (``s3://`` URLs). Static
+        keys among them are kept by the area, which then cannot be pickled.
 
     Raises
     ------
     StoreError
-        For static keys without ``secrets``, or S3 staging without boto3.
+        For an S3 area without boto3.
     """
     if ref.local_path is not None:
         return LocalArea(str(Path(ref.local_path, STAGING_DIR)))
@@ -347,20 +350,12 @@ def staging_area(
         if found is None:
             return None
         kwargs = found
-    if not secrets and any(kwargs.get(k) is not None for k in SECRET_OPTIONS):
-        msg = (
-            "dh.Staging takes S3 credentials from the environment of each process: "
-            "static keys in storage_options would travel with every staged result; "
-            "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or a profile or role) "
-            "on the client and the workers instead"
-        )
-        raise StoreError(msg)
-    area = S3Area.from_kwargs(kwargs)
-    _check_boto3()
-    return area
+    require_boto3()
+    return S3Area.from_kwargs(kwargs)
 
 
-def _check_boto3() -> None:
+def require_boto3() -> None:
+    """Raise :class:`~dask_hizt.StoreError` if boto3 (S3 staging) is missing."""
     try:
         import boto3  # noqa: F401, PLC0415
     except ImportError:

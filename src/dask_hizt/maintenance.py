@@ -215,8 +215,7 @@ def gc(
         msg = "expire_older_than cannot be dry-run: icechunk expires history at once"
         raise ValueError(msg)
     ref = RepoRef.from_store(store, create=False, storage_options=storage_options)
-    # gc stays in this process: static keys of storage_options may be used
-    area = staging_area(ref, storage_options, secrets=True)
+    area = staging_area(ref, storage_options)
     start = time.perf_counter()
     expired: set[str] = set()
     with ref.lock():

@@ -43,10 +43,11 @@ import dask.base
 from ._repo import RepoRef, check_path
 from ._request import Request, bind
 from ._stage import StagedFile, stage_fill
-from ._staging_area import SECRET_OPTIONS, StagingArea, staging_area
+from ._staging_area import SECRET_OPTIONS, StagingArea, require_boto3, staging_area
 from .collection import Requests
 from .errors import FillError, StoreError
 from .schema import Schema
+from .storage import is_url
 from .stored import StoredHist
 
 __all__ = ["Staging", "StagingHist"]
@@ -107,14 +108,18 @@ class Staging:
         branch: str = "main",
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
+        # refused before the repository is opened (and maybe created)
         given = sorted(k for k in SECRET_OPTIONS if (storage_options or {}).get(k))
         if given:
             msg = (
-                f"dh.Staging does not take {given} in storage_options: a Staging "
-                "travels between processes, and each process takes the "
-                "credentials from its own environment (AWS_ACCESS_KEY_ID, ...)"
+                f"dh.Staging does not take {given} in storage_options: they would "
+                "travel with every staged result; each process (the client and "
+                "every worker) takes the credentials from its own environment "
+                "(AWS_ACCESS_KEY_ID, ..., a profile or a role)"
             )
             raise StoreError(msg)
+        if isinstance(store, str) and is_url(store):
+            require_boto3()
         self._ref = RepoRef.from_store(store, storage_options=storage_options)
         area = staging_area(self._ref, storage_options)
         if area is None:
