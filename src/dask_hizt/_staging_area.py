@@ -35,7 +35,7 @@ import dask.config
 
 from ._repo import RepoRef
 from .errors import StoreError
-from .storage import parse_url, redact, s3_kwargs
+from .storage import is_url, parse_url, redact, s3_kwargs
 
 __all__ = [
     "SECRET_OPTIONS",
@@ -43,7 +43,7 @@ __all__ = [
     "LocalArea",
     "S3Area",
     "StagingArea",
-    "require_boto3",
+    "open_staging",
     "staging_area",
 ]
 
@@ -350,12 +350,49 @@ def staging_area(
         if found is None:
             return None
         kwargs = found
-    require_boto3()
+    _require_boto3()
     return S3Area.from_kwargs(kwargs)
 
 
-def require_boto3() -> None:
-    """Raise :class:`~dask_hizt.StoreError` if boto3 (S3 staging) is missing."""
+def open_staging(
+    store: object, storage_options: Mapping[str, Any] | None
+) -> tuple[RepoRef, StagingArea]:
+    """The repository of a ``dh.Staging`` and its staging area.
+
+    What cannot work (static keys, an S3 store without boto3, a bad URL) is
+    refused before the repository is opened, and maybe created.
+
+    Raises
+    ------
+    StoreError
+        For static keys in ``storage_options`` (a Staging travels between
+        processes), S3 without boto3, a store ``RepoRef.from_store`` refuses,
+        or storage with no place for staged fills.
+    """
+    given = sorted(k for k in SECRET_OPTIONS if (storage_options or {}).get(k))
+    if given:
+        msg = (
+            f"dh.Staging does not take {given} in storage_options: they would "
+            "travel with every staged result; each process (the client and every "
+            "worker) takes the credentials from its own environment "
+            "(AWS_ACCESS_KEY_ID, ..., a profile or a role)"
+        )
+        raise StoreError(msg)
+    if isinstance(store, str) and is_url(store):
+        _require_boto3()
+    ref = RepoRef.from_store(store, storage_options=storage_options)
+    area = staging_area(ref, storage_options)
+    if area is None:
+        msg = (
+            "dh.Staging needs a repository on a filesystem (local or shared) or on "
+            "S3 (an s3:// URL) to stage its fills in; this repository's storage "
+            "is neither"
+        )
+        raise StoreError(msg)
+    return ref, area
+
+
+def _require_boto3() -> None:
     try:
         import boto3  # noqa: F401, PLC0415
     except ImportError:

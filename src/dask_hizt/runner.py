@@ -40,14 +40,13 @@ import boost_histogram as bh
 import dask
 import dask.base
 
-from ._repo import RepoRef, check_path
+from ._repo import check_path
 from ._request import Request, bind
 from ._stage import StagedFile, stage_fill
-from ._staging_area import SECRET_OPTIONS, StagingArea, require_boto3, staging_area
+from ._staging_area import open_staging
 from .collection import Requests
 from .errors import FillError, StoreError
 from .schema import Schema
-from .storage import is_url
 from .stored import StoredHist
 
 __all__ = ["Staging", "StagingHist"]
@@ -108,28 +107,7 @@ class Staging:
         branch: str = "main",
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
-        # refused before the repository is opened (and maybe created)
-        given = sorted(k for k in SECRET_OPTIONS if (storage_options or {}).get(k))
-        if given:
-            msg = (
-                f"dh.Staging does not take {given} in storage_options: they would "
-                "travel with every staged result; each process (the client and "
-                "every worker) takes the credentials from its own environment "
-                "(AWS_ACCESS_KEY_ID, ..., a profile or a role)"
-            )
-            raise StoreError(msg)
-        if isinstance(store, str) and is_url(store):
-            require_boto3()
-        self._ref = RepoRef.from_store(store, storage_options=storage_options)
-        area = staging_area(self._ref, storage_options)
-        if area is None:
-            msg = (
-                "Staging needs a repository on a filesystem (local or shared) or "
-                "on S3 (an s3:// URL) to stage its fills in; this repository's "
-                "storage is neither"
-            )
-            raise StoreError(msg)
-        self._area: StagingArea = area
+        self._ref, self._area = open_staging(store, storage_options)
         self._branch = branch
         self._item = None if item is None else _item_of(item)
         self._schemas: dict[str, tuple[Schema, Any]] = {}
