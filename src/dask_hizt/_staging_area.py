@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import stat
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -125,9 +126,15 @@ class LocalArea:
         if not root.is_dir():
             return []
         limit = cutoff.timestamp()
-        return sorted(
-            p.name for p in root.iterdir() if p.is_file() and p.stat().st_mtime < limit
-        )
+        names = []
+        for p in root.iterdir():
+            try:
+                info = p.stat()
+            except FileNotFoundError:
+                continue  # removed meanwhile, by a commit
+            if stat.S_ISREG(info.st_mode) and info.st_mtime < limit:
+                names.append(p.name)
+        return sorted(names)
 
 
 #: S3 clients of this process, by area settings, credentials and retries.
