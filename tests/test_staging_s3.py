@@ -309,17 +309,20 @@ def test_gc_removes_staged_fills_of_a_dead_run_past_the_cutoff(store_url: str) -
     # a run still staging, started well after the dead one (S3 times are
     # whole seconds, hence the wait)
     died = time.time()
-    time.sleep(2.5)
+    time.sleep(3.5)
     cs = chunks(2, seed=10)
     running = [stage(store_url, c) for c in cs]
     young = sorted(set(staged_objects(store_url)) - set(dead))
     assert len(young) == 4
 
-    between = dt.timedelta(seconds=time.time() - (died + 0.8))
-    report = dh.gc(store_url, older_than=between, dry_run=True)
+    def between() -> dt.timedelta:
+        """An age that puts gc's cutoff a second after the dead run."""
+        return dt.timedelta(seconds=time.time() - (died + 1.0))
+
+    report = dh.gc(store_url, older_than=between(), dry_run=True)
     assert (report.staged_deleted, report.dry_run) == (6, True)
     assert staged_objects(store_url) == sorted(dead + young)
-    report = dh.gc(store_url, older_than=between)
+    report = dh.gc(store_url, older_than=between())
     assert report.staged_deleted == 6
     assert staged_objects(store_url) == young
 
