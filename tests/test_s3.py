@@ -229,11 +229,6 @@ def test_one_repository_per_url_one_commit_per_repository(
     assert sum(m.startswith("dask_hizt: fill") for m in messages) == 1
 
 
-def test_staging_refuses_object_storage(s3_url: str) -> None:
-    with pytest.raises(dh.StoreError, match="local or shared filesystem"):
-        dh.Staging(s3_url, "chunk-0")
-
-
 # ------------------------------------------------------------- concurrency ---
 
 # What each racing process runs: one compute of two histograms, "h" (fixed

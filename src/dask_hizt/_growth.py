@@ -3,7 +3,7 @@ is built, so that each histogram's chunk grid is final when partials are
 keyed.
 
 Scalars are known; values from partitioned inputs are found by a pass over
-those inputs alone; ``dh.Staging`` files carry theirs in their headers. The
+those inputs alone; ``dh.Staging`` staged fills carry theirs with them. The
 values are kept in order of first appearance, as ``hist`` adds them.
 """
 
@@ -19,7 +19,6 @@ import pandas as pd
 from dask.delayed import Delayed, delayed
 
 from ._request import Request
-from ._stage import read_header
 from .errors import FillError
 from .schema import AxisKind, AxisSpec, Schema
 
@@ -42,8 +41,8 @@ def growth(requests: Sequence[Request], target_of: Sequence[int]) -> Growth:
         schema_of.setdefault(t, req.schema)
         per_axis = pieces.setdefault(t, {i: [] for i in axes})
         for f in req.staged:
-            for i, met in read_header(f.file)["categories"].items():
-                per_axis[int(i)].append(list(met))
+            for i, met in f.categories:
+                per_axis[i].append(list(met))
         for fill in req.fills:
             for i in axes:
                 src = fill.axes[i]

@@ -16,7 +16,7 @@ steps, each a typed record:
 5. :func:`_known`: the identities each histogram already records;
 6. :func:`dask_hizt._fill_groups.fill_groups`: the fill tasks, with what is
    known of each partition;
-7. :func:`_staged`: the load tasks of ``dh.Staging`` files;
+7. :func:`_staged`: the load tasks of ``dh.Staging``'s staged fills;
 8. :func:`_spaces`: the owners of each key space
    (:func:`dask_hizt._route.owners`), over the chunks of the targets that
    something pending may add to (:func:`_touched`) only;
@@ -89,7 +89,8 @@ class KeySpace:
 
 @dataclass(frozen=True)
 class StagedLoads:
-    """The load tasks of ``dh.Staging`` files: ``load`` over each batch."""
+    """The load tasks of ``dh.Staging``'s staged fills: ``load`` over each
+    batch of staged object names."""
 
     load: StagedLoad
     batches: tuple[tuple[str, ...], ...]
@@ -131,7 +132,7 @@ def plan(requests: Sequence[Request]) -> Plan:
     return Plan(
         targets,
         tuple(groups),
-        _staged(staged, targets, spaces, settings),
+        _staged(requests, staged, targets, spaces, settings),
         spaces,
         _commits(repos, targets, settings),
         tuple(sites.repo_of[t] for t in sites.target_of),
@@ -330,9 +331,9 @@ def _known(
 def _staged_files(
     requests: Sequence[Request], sites: _Sites, known: Sequence[frozenset[str]]
 ) -> list[tuple[int, str]]:
-    """``(target, file)`` of each staged fill (:mod:`dask_hizt.runner`) not yet in."""
+    """``(target, name)`` of each staged fill (:mod:`dask_hizt.runner`) not yet in."""
     return [
-        (t, f.file)
+        (t, f.name)
         for req, t in zip(requests, sites.target_of, strict=True)
         for f in req.staged
         if staged_id(f.item) not in known[t]
@@ -340,6 +341,7 @@ def _staged_files(
 
 
 def _staged(
+    requests: Sequence[Request],
     staged: Sequence[tuple[int, str]],
     targets: tuple[Target, ...],
     spaces: Sequence[KeySpace],
@@ -349,7 +351,14 @@ def _staged(
     if not staged:
         return None
     files = [f for _, f in staged]
+    # one Staging (one repository, one staging area) per compute
+    areas = {req.area for req in requests if req.staged}
+    area = areas.pop() if len(areas) == 1 else None
+    if area is None:
+        msg = f"staged fills of one compute must share one staging area, got {areas}"
+        raise ValueError(msg)
     load = StagedLoad(
+        area,
         targets,
         {t.path: i for i, t in enumerate(targets)},
         tuple(s.size for s in spaces),

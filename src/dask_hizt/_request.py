@@ -20,6 +20,7 @@ from dask.base import is_dask_collection, tokenize
 from ._inputs import is_awkward, is_frame, npartitions
 from ._repo import RepoRef
 from ._stage import StagedFile
+from ._staging_area import StagingArea
 from .errors import FillError
 from .schema import Schema
 
@@ -75,7 +76,8 @@ class Fill:
 
 @dataclass(frozen=True)
 class Request:
-    """One histogram of a compute and what to put into it."""
+    """One histogram of a compute and what to put into it: fills, and
+    ``dh.Staging``'s staged fills, in the staging area ``area``."""
 
     ref: RepoRef
     branch: str
@@ -84,6 +86,7 @@ class Request:
     chunk_bytes: int | str
     fills: tuple[Fill, ...]
     staged: tuple[StagedFile, ...] = ()
+    area: StagingArea | None = None
 
     @property
     def repository(self) -> tuple[Any, str]:

@@ -3,14 +3,16 @@
 coffea's futures executors run a processor eagerly on each chunk of events
 and add the outputs up in a tree of futures. A histogram carried through
 that tree would end up whole on one worker; instead each eager fill is
-written at once to a small *staged* file (its non-zero bins, with the
-categories it met on growing axes), and only the file names travel. The
+written at once as a small *staged* object (its non-zero bins, with the
+categories it met on growing axes) to the repository's staging area (a
+directory on its filesystem, or a prefix in its S3 bucket: see
+:mod:`dask_hizt._staging_area`), and only the objects' names travel. The
 fold (:mod:`dask_hizt.runner`) then routes the staged bins to the chunk
 owners like any other fill.
 
-A staged file's name is derived from the chunk of events it came from, so a
-re-run of a failed job overwrites, rather than adds to, what the failed run
-staged.
+A staged object's name is derived from the chunk of events it came from, so
+a re-run of a failed job overwrites, rather than adds to, what the failed
+run staged.
 """
 
 from __future__ import annotations
@@ -18,40 +20,36 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ._fill import Target, flatten_arguments
 from ._partial import Partial, combine, empty, from_entries
+from ._staging_area import StagingArea
 from .errors import FillError
 from .schema import Schema
 
-__all__ = ["StagedFile", "StagedLoad", "read_header", "stage_fill", "staged_id"]
-
-STAGING_DIR = ".dask_hizt-staging"
+__all__ = ["StagedFile", "StagedLoad", "stage_fill", "staged_id"]
 
 
 @dataclass(frozen=True)
 class StagedFile:
-    """One staged fill: where it is, which histogram, which chunk of events."""
+    """One staged fill: its object's name in the staging area, its histogram,
+    its chunk of events, and the categories it met on growing axes (by axis
+    index, so that the plan knows them without reading the object)."""
 
-    file: str
+    name: str
     path: str
     item: str
-
-
-def staging_dir(repo_dir: str) -> Path:
-    """Where a local repository's staged fills live."""
-    return Path(repo_dir, STAGING_DIR)
+    categories: tuple[tuple[int, tuple[Any, ...]], ...] = ()
 
 
 def stage_fill(
-    repo_dir: str,
+    area: StagingArea,
+    branch: str,
     path: str,
     schema: Schema,
     item: str,
@@ -75,34 +73,22 @@ def stage_fill(
     for d in dense:
         nonzero |= d != 0
     index = np.array(np.nonzero(nonzero), dtype=np.int64)
+    # categories as met here, on growing axes: mapped at fold time
+    met = tuple((i, tuple(h.axes[i])) for i, a in enumerate(schema.axes) if a.growth)
     header = {
         "path": path,
         "item": item,
-        # categories as met here, on growing axes: mapped at fold time
-        "categories": {
-            str(i): list(h.axes[i]) for i, a in enumerate(schema.axes) if a.growth
-        },
+        "categories": {str(i): list(c) for i, c in met},
     }
-    digest = hashlib.sha1(f"{item}\0{path}\0{number}".encode()).hexdigest()[:24]
-    target = staging_dir(repo_dir) / f"{digest}.npz"
-    target.parent.mkdir(exist_ok=True)
+    key = f"{branch}\0{item}\0{path}\0{number}"
+    name = hashlib.sha1(key.encode()).hexdigest()[:24] + ".npz"
     arrays: dict[str, Any] = {f"f{k}": d[nonzero] for k, d in enumerate(dense)}
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     arrays["index"] = index
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    # written whole, then renamed: a reader never sees half a file
-    tmp = target.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_bytes(buffer.getvalue())
-    tmp.replace(target)
-    return StagedFile(str(target), path, item)
-
-
-def read_header(file: str) -> dict[str, Any]:
-    """The header of a staged file (its histogram, item and categories)."""
-    with np.load(file) as z:
-        header: dict[str, Any] = json.loads(z["header"].tobytes())
-    return header
+    area.put(name, buffer.getvalue())
+    return StagedFile(name, path, item, met)
 
 
 def staged_id(item: str) -> str:
@@ -112,23 +98,25 @@ def staged_id(item: str) -> str:
 
 @dataclass(frozen=True)
 class StagedLoad:
-    """A fill task that reads staged files instead of input partitions.
+    """A fill task that reads staged objects of ``area`` instead of input
+    partitions.
 
     Returns one partial per key space, recording what went in, like
     :class:`dask_hizt._fill.FillTask`. ``dense`` is the captured
     ``dask_hizt.dense-fraction``.
     """
 
+    area: StagingArea
     targets: tuple[Target, ...]
     target_of: Mapping[str, int]
     space_sizes: tuple[int, ...]
     dense: float
 
-    def __call__(self, files: Sequence[str]) -> tuple[Partial, ...]:
+    def __call__(self, names: Sequence[str]) -> tuple[Partial, ...]:
         per_space: list[list[Partial]] = [[] for _ in self.space_sizes]
         added: list[tuple[int, str]] = []
-        for file in files:
-            with np.load(file) as z:
+        for name in names:
+            with np.load(io.BytesIO(self.area.get(name))) as z:
                 header = json.loads(z["header"].tobytes())
                 index = z["index"]
                 fields = [z[f"f{k}"] for k in range(len(z.files) - 2)]

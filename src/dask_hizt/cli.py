@@ -608,6 +608,8 @@ def gc(args: argparse.Namespace) -> int:
         f"transaction logs, {report.attributes_deleted} attribute files "
         f"({_size(report.bytes_freed)})"
     )
+    if report.staged_deleted:
+        print(f"  {verb} {report.staged_deleted} staged fills of dh.Staging runs")
     if report.failed_deletes:
         print(f"  {report.failed_deletes} objects could not be deleted (run gc again)")
     return 0

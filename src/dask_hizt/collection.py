@@ -362,7 +362,7 @@ class Hist(_Computes):
 
 
 def _fill_tokens(requests: Sequence[Request]) -> list[list[str]]:
-    return [[f.token() for f in r.fills] + [f.file for f in r.staged] for r in requests]
+    return [[f.token() for f in r.fills] + [f.name for f in r.staged] for r in requests]
 
 
 @dataclass(frozen=True)

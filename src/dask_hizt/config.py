@@ -44,7 +44,7 @@ class Settings:
     write_concurrency
         Chunks an owner reads and writes at once (``dask_hizt.write-concurrency``).
     staged_per_task
-        ``dh.Staging`` files loaded per task (``dask_hizt.staged-per-task``).
+        ``dh.Staging`` staged fills loaded per task (``dask_hizt.staged-per-task``).
     """
 
     split_every: int

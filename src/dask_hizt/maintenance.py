@@ -12,10 +12,16 @@ the chunks it wrote stay in storage, referenced by nothing: orphaned chunk
 objects. They never change what is read back, they only take space, and
 :func:`gc` removes them with icechunk's ``Repository.garbage_collect``.
 
+``dh.Staging`` stages each eager fill in the repository's staging area (a
+directory inside a local repository, or objects under its S3 prefix) until
+its commit removes them. A run that dies before its commit leaves them
+there; :func:`gc` removes them too, with the same cutoff.
+
 The cutoff rule: only objects written more than ``older_than`` ago are
 deleted. A compute that is still running has written its chunks but not
-committed them yet, so they look exactly like orphans; they are protected
-only by being younger than the cutoff. Choose ``older_than`` longer than
+committed them yet (a run still staging has written its staged fills), so
+they look exactly like orphans; they are protected only by being younger
+than the cutoff. Choose ``older_than`` longer than
 your longest compute (default: one day).
 """
 
@@ -32,6 +38,7 @@ import dask.config
 
 from ._arrays import delete_histogram
 from ._repo import RepoRef
+from ._staging_area import staging_area
 
 __all__ = ["DEFAULT_OLDER_THAN", "GcReport", "delete", "gc"]
 
@@ -101,6 +108,10 @@ class GcReport:
         Bytes of the deleted objects, as icechunk reports them.
     snapshots_expired
         Snapshots dropped from history by ``expire_older_than`` (0 without it).
+    staged_deleted
+        Staged fills of ``dh.Staging`` runs that died before their commit
+        (files in a local repository's staging directory, objects under an
+        S3 repository's staging prefix).
     failed_deletes
         Objects icechunk failed to delete; a later ``gc`` retries them.
     skipped_phases
@@ -118,6 +129,7 @@ class GcReport:
     attributes_deleted: int
     bytes_freed: int
     snapshots_expired: int
+    staged_deleted: int
     failed_deletes: int
     skipped_phases: tuple[str, ...]
     seconds: float
@@ -135,7 +147,8 @@ def gc(
     """Delete the objects of a repository that no branch or tag refers to.
 
     These are mainly the orphaned chunk objects of computes that failed or
-    were killed before their commit. Committed data, and all history
+    were killed before their commit, and the staged fills of ``dh.Staging``
+    runs that died before theirs. Committed data, and all history
     reachable from a branch or tag, is kept: history is only shortened when
     ``expire_older_than`` is given.
 
@@ -146,8 +159,8 @@ def gc(
         repository.
     older_than
         Only objects written longer ago than this are deleted. Uncommitted
-        chunks of computes still running look like orphans; this age is what
-        protects them, so it must exceed the longest running compute. Zero or
+        chunks of computes still running, and staged fills of runs not yet
+        committed, look like orphans; this age is what protects them, so it must exceed the longest running compute. Zero or
         negative ages (a cutoff now or in the future) are refused unless
         ``idle``.
     idle
@@ -202,6 +215,7 @@ def gc(
         msg = "expire_older_than cannot be dry-run: icechunk expires history at once"
         raise ValueError(msg)
     ref = RepoRef.from_store(store, create=False, storage_options=storage_options)
+    area = staging_area(ref, storage_options)
     start = time.perf_counter()
     expired: set[str] = set()
     with ref.lock():
@@ -210,6 +224,9 @@ def gc(
             expired = ref.repo.expire_snapshots(now - expire_older_than)
         cutoff = now - older_than
         summary = ref.repo.garbage_collect(cutoff, dry_run=dry_run)
+        staged = [] if area is None else area.older_than(cutoff)
+        if area is not None and staged and not dry_run:
+            area.delete(staged)
     report = GcReport(
         cutoff=cutoff,
         dry_run=dry_run,
@@ -220,6 +237,7 @@ def gc(
         attributes_deleted=int(summary.attributes_deleted),
         bytes_freed=int(summary.bytes_deleted),
         snapshots_expired=len(expired),
+        staged_deleted=len(staged),
         failed_deletes=int(summary.objects_failed_to_delete),
         skipped_phases=tuple(str(p) for p in summary.skipped_phases),
         seconds=time.perf_counter() - start,

@@ -2,8 +2,11 @@
 ``DaskExecutor``), which run processors eagerly on chunks of events.
 
 A processor returns a :class:`Staging` holding its histograms. Each fill is
-staged at once (see :mod:`dask_hizt._stage`), so what coffea adds up in its
-tree of futures are lists of file names, not histograms. After the run,
+staged at once (see :mod:`dask_hizt._stage`) where the repository lives: a
+directory of its filesystem, or its own prefix in its S3 bucket, so workers
+that share no disk with the client (dask-jobqueue, a Dask Gateway, ...)
+can stage too. What coffea adds up in its tree of futures are lists of
+staged objects' names, not histograms. After the run,
 :meth:`Staging.commit` folds every staged fill into the repository with the
 usual routed graph: one commit per run, no task holding more than its key
 range, and chunks of events that a commit already holds are skipped, so a
@@ -21,22 +24,26 @@ Examples
 ...         return accumulator
 >>> result = runner(fileset, processor_instance=Processor())  # doctest: +SKIP
 >>> stored = result["histograms"].commit()  # {"muon/pt": StoredHist}
+
+``REPO`` may be a local or shared directory or an ``s3://bucket/prefix``
+URL; on S3 every process takes the credentials from its own environment
+(see :mod:`dask_hizt._staging_area`). Staged fills of a run that died
+before its commit are removed by :func:`dask_hizt.gc`.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Self
 
 import boost_histogram as bh
 import dask
 import dask.base
 
-from ._repo import RepoRef, check_path
+from ._repo import check_path
 from ._request import Request, bind
 from ._stage import StagedFile, stage_fill
+from ._staging_area import open_staging
 from .collection import Requests
 from .errors import FillError, StoreError
 from .schema import Schema
@@ -69,19 +76,38 @@ class Staging:
     Parameters
     ----------
     store
-        The repository: a local directory or a local ``icechunk.Repository``.
+        The repository: a directory on a local or shared filesystem, an
+        ``s3://bucket/prefix`` URL, or an ``icechunk.Repository`` on either.
+        Fills are staged inside it (``.dask_hizt-staging``: a directory, or
+        objects under the repository's S3 prefix) until :meth:`commit`.
     item
         The identity of the chunk of events, used to never count it twice:
         coffea's ``events.metadata``, or a string of your own.
     branch
         Branch to commit to.
+    storage_options
+        Settings of an ``s3://`` store (endpoint, region, ...), as for
+        :class:`~dask_hizt.Hist`, less static keys: every process (the
+        client and each worker) takes the credentials from its own
+        environment, so no secret travels with a Staging.
+
+    Raises
+    ------
+    StoreError
+        Before anything is written, for a store that cannot hold staged
+        fills (e.g. an ``s3://`` URL without a bucket, static keys, storage
+        neither on a filesystem nor on S3).
     """
 
-    def __init__(self, store: Any, item: Any = None, *, branch: str = "main") -> None:
-        self._ref = RepoRef.from_store(store)
-        if self._ref.local_path is None:
-            msg = "Staging needs a repository on a local or shared filesystem"
-            raise StoreError(msg)
+    def __init__(
+        self,
+        store: Any,
+        item: Any = None,
+        *,
+        branch: str = "main",
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._ref, self._area = open_staging(store, storage_options)
         self._branch = branch
         self._item = None if item is None else _item_of(item)
         self._schemas: dict[str, tuple[Schema, Any]] = {}
@@ -108,16 +134,14 @@ class Staging:
     def __add__(self, other: Staging) -> Staging:
         out = Staging.__new__(Staging)
         out._ref, out._branch, out._item = self._ref, self._branch, None
+        out._area = self._area
         out._schemas, out._files = dict(self._schemas), list(self._files)
         return out.__iadd__(other)
 
     def __iadd__(self, other: Staging) -> Self:
         if not isinstance(other, Staging):
             return NotImplemented
-        if (other._ref.local_path, other._branch) != (
-            self._ref.local_path,
-            self._branch,
-        ):
+        if (other._area, other._branch) != (self._area, self._branch):
             msg = "cannot add Staging objects of different repositories or branches"
             raise StoreError(msg)
         for path, (schema, chunk_bytes) in other._schemas.items():
@@ -138,7 +162,8 @@ class Staging:
         Chunks of events that an earlier commit of a histogram already holds
         are left out (so is the case of a re-run after a failure). Keyword
         arguments go to ``dask.compute``. Returns the histograms as committed,
-        by path; staged files are removed once they are in.
+        by path; staged objects are removed once they are in (those of the
+        chunks left out too).
         """
         requests = []
         for path, (schema, chunk_bytes) in self._schemas.items():
@@ -147,15 +172,20 @@ class Staging:
             if todo:
                 requests.append(
                     Request(
-                        self._ref, self._branch, path, schema, chunk_bytes, (), todo
+                        self._ref,
+                        self._branch,
+                        path,
+                        schema,
+                        chunk_bytes,
+                        (),
+                        todo,
+                        self._area,
                     )
                 )
         stored = (
             list(dask.base.compute(Requests(requests), **kwargs)[0]) if requests else []
         )
-        for f in self._files:
-            with contextlib.suppress(FileNotFoundError):
-                Path(f.file).unlink()
+        self._area.delete(f.name for f in self._files)
         return {r.path: s for r, s in zip(requests, stored, strict=True)}
 
 
@@ -176,10 +206,10 @@ class StagingHist:
         staging = self._staging
         assert staging._item is not None
         number = sum(1 for f in staging._files if f.path == self.path)
-        assert staging._ref.local_path is not None
         staging._files.append(
             stage_fill(
-                staging._ref.local_path,
+                staging._area,
+                staging._branch,
                 self.path,
                 self._schema,
                 staging._item,
