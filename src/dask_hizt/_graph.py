@@ -54,6 +54,7 @@ from ._plan import Plan, plan
 from ._repo import RepoRef
 from ._request import Request
 from ._route import route
+from ._visible import Marker, marker_of
 from ._write import Owner
 from .config import Settings
 from .errors import StoreError
@@ -120,8 +121,15 @@ def build(
     fill_names = [f"hizt-fill-{token}-{g}" for g in range(len(plan.groups))]
     if plan.staged is not None:
         layer_name = f"hizt-fill-{token}-staged"
+        # staged files live in the repositories' directories
+        markers = tuple(
+            marker_of(c.ref.local_path)
+            for c in plan.commits
+            if c.ref.local_path is not None
+        )
+        load = Guarded(plan.staged.load, "staged fills", markers)
         staged = {
-            (layer_name, i): (plan.staged.load, list(files))
+            (layer_name, i): (load, list(files))
             for i, files in enumerate(plan.staged.batches)
         }
         layers[layer_name] = MaterializedLayer(staged)
@@ -222,12 +230,17 @@ def pending_outputs(
 class Guarded:
     """A task that touches a repository: icechunk's storage errors (an
     endpoint gone, a permission refused) become a :class:`StoreError` naming
-    the store, with secrets blanked."""
+    the store, with secrets blanked; and ``markers`` (those of local
+    repositories) must be what the client wrote, or nothing is done."""
 
     fn: Callable[..., Any]
     store: str
+    markers: tuple[Marker, ...] = ()
 
     def __call__(self, *args: Any) -> Any:
+        # before anything is written: the client's directory, not another disk
+        for marker in self.markers:
+            marker.check()
         try:
             return self.fn(*args)
         except icechunk.StorageError as err:
@@ -237,6 +250,12 @@ class Guarded:
 
 def _where(ref: RepoRef) -> str:
     return ref.url or ref.local_path or "(an icechunk repository)"
+
+
+def _guarded(fn: Callable[..., Any], ref: RepoRef) -> Guarded:
+    """``fn`` as a :class:`Guarded` task of the repository ``ref``."""
+    markers = () if ref.local_path is None else (marker_of(ref.local_path),)
+    return Guarded(fn, _where(ref), markers)
 
 
 def awkward_optimize() -> Any:
@@ -422,15 +441,14 @@ def _store_tasks(
         )
         return dsk
     for i, c in enumerate(commits):
-        where = _where(c.ref)
         writers: list[Key] = []
         for s in c.spaces:
             routed = route(dsk, f"{token}-{s}", fill_keys, spaces[s], settings, s)
             for o, children in enumerate(routed):
                 key = (f"hizt-write-{token}-{s}", o)
-                dsk[key] = (Guarded(spaces[s][o], where), children)
+                dsk[key] = (_guarded(spaces[s][o], c.ref), children)
                 writers.append(key)
-        dsk[(name, i)] = (Guarded(CommitTask(c, f"{name}-{i}"), where), writers)
+        dsk[(name, i)] = (_guarded(CommitTask(c, f"{name}-{i}"), c.ref), writers)
     return dsk
 
 
@@ -468,9 +486,9 @@ def _checkpointed(
             gate = (f"hizt-gate-{token}", i, b)
             others = [k for j, k in enumerate(done) if j != i]
             dsk[gate] = (
-                Guarded(
+                _guarded(
                     Gate(c.ref, c.branch, len(forks[i]), checkpoint.seconds, final),
-                    _where(c.ref),
+                    c.ref,
                 ),
                 (_after, done[i], others) if others and b else done[i],
             )
@@ -492,7 +510,7 @@ def _checkpointed(
                     before = (f"hizt-write-{token}-{s}-b{b - 1}", o) if b else None
                     key = (f"hizt-write-{token}-{s}-b{b}", o)
                     dsk[key] = (
-                        Guarded(write_batch, _where(c.ref)),
+                        _guarded(write_batch, c.ref),
                         spaces[s][o],
                         fork,
                         children,
@@ -501,7 +519,7 @@ def _checkpointed(
                     writers.append(key)
             step = BatchCommit(c, f"{name}-{i}-{b}", b, len(batches))
             commit = (f"hizt-commit-{token}", i, b)
-            dsk[commit] = (Guarded(step, _where(c.ref)), gate, writers)
+            dsk[commit] = (_guarded(step, c.ref), gate, writers)
             prev[i] = commit
     for i, last in enumerate(prev):
         dsk[(name, i)] = (snapshot_of, last)

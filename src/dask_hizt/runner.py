@@ -37,6 +37,7 @@ import dask.base
 from ._repo import RepoRef, check_path
 from ._request import Request, bind
 from ._stage import StagedFile, stage_fill
+from ._visible import check_staging
 from .collection import Requests
 from .errors import FillError, StoreError
 from .schema import Schema
@@ -82,6 +83,8 @@ class Staging:
         if self._ref.local_path is None:
             msg = "Staging needs a repository on a local or shared filesystem"
             raise StoreError(msg)
+        # a worker stages only where the client's repository is (see _visible)
+        check_staging(self._ref.local_path)
         self._branch = branch
         self._item = None if item is None else _item_of(item)
         self._schemas: dict[str, tuple[Schema, Any]] = {}
