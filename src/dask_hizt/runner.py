@@ -26,7 +26,8 @@ Examples
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Self
 
@@ -34,9 +35,11 @@ import boost_histogram as bh
 import dask
 import dask.base
 
+from ._history import ancestry
+from ._ledger import committed
 from ._repo import RepoRef, check_path
 from ._request import Request, bind
-from ._stage import StagedFile, stage_fill
+from ._stage import StagedFile, stage_fill, staged_id
 from ._visible import check_staging
 from .collection import Requests
 from .errors import FillError, StoreError
@@ -61,6 +64,24 @@ def _item_of(item: Any) -> str:
         f"or coffea's events.metadata; got {item!r}"
     )
     raise FillError(msg)
+
+
+def _work_item_id(item: Any) -> str:
+    """The identity of coffea's ``WorkItem``: that of the ``events.metadata``
+    the Runner gives the processor for it (see coffea's
+    ``Runner._work_function``)."""
+    fileuuid = item.fileuuid
+    if isinstance(fileuuid, bytes):
+        fileuuid = str(uuid.UUID(bytes=fileuuid)) if fileuuid else ""
+    return _item_of(
+        {
+            "filename": item.filename,
+            "treename": item.treename,
+            "entrystart": item.entrystart,
+            "entrystop": item.entrystop,
+            "fileuuid": fileuuid,
+        }
+    )
 
 
 class Staging:
@@ -132,6 +153,73 @@ class Staging:
     def __len__(self) -> int:
         """Number of staged fills."""
         return len(self._files)
+
+    # ------------------------------------------------------------- resume ---
+
+    def pending(
+        self,
+        chunks: Iterable[Any] | Mapping[str, Any],
+        *,
+        runner: Any = None,
+        treename: str | None = None,
+        paths: Iterable[str] | None = None,
+    ) -> list[Any]:
+        """The chunks of events not committed yet: what a resumed run must do.
+
+        Parameters
+        ----------
+        chunks
+            coffea's work items (``processor.WorkItem``), as
+            ``runner.preprocess(fileset)`` yields them; or a fileset, which
+            ``runner`` preprocesses.
+        runner
+            The ``processor.Runner`` to preprocess a fileset with (its
+            ``chunksize`` must be the first run's, so that the chunks are the
+            same).
+        treename
+            Passed to ``runner.preprocess``.
+        paths
+            The histograms whose commits count: by default this Staging's,
+            or, for one that has none yet (``dh.Staging(REPO)``), every
+            histogram of the branch.
+
+        Returns
+        -------
+        list
+            The work items of ``chunks`` whose identity (file UUID, tree,
+            entry range; see :func:`_item_of`) none of the histograms
+            records, in order: pass them to the Runner in place of the
+            fileset (``runner(todo, processor_instance=...)``; the Runner
+            refuses an empty list, when everything is in).
+        """
+        if isinstance(chunks, Mapping):
+            if runner is None:
+                msg = "pending(fileset) needs runner= to cut the fileset into chunks"
+                raise FillError(msg)
+            chunks = runner.preprocess(chunks, treename=treename)
+        done = self._committed_items(None if paths is None else list(paths))
+        return [c for c in chunks if _work_item_id(c) not in done]
+
+    def _committed_items(self, paths: list[str] | None) -> set[str]:
+        """The chunks of events committed into ``paths`` (see :meth:`pending`)."""
+        repo = self._ref.repo
+        tip = repo.lookup_branch(self._branch)
+        if paths is None:
+            paths = list(self._schemas) or sorted(
+                {
+                    p
+                    for _, record in ancestry(repo, snapshot_id=tip)
+                    if record
+                    for p in record.inputs
+                }
+            )
+        prefix = staged_id("")
+        return {
+            identity.removeprefix(prefix)
+            for ids in committed(repo, tip, paths).values()
+            for identity in ids
+            if identity.startswith(prefix)
+        }
 
     # ------------------------------------------------------------- commit ---
 
