@@ -21,6 +21,11 @@ Examples
 ...         return accumulator
 >>> result = runner(fileset, processor_instance=Processor())  # doctest: +SKIP
 >>> stored = result["histograms"].commit()  # {"muon/pt": StoredHist}
+
+After a run in which chunks failed (or a later job), only what is missing:
+
+>>> todo = dh.Staging(REPO).pending(runner.preprocess(fileset))  # doctest: +SKIP
+>>> result = runner(todo, processor_instance=Processor())  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -92,6 +97,10 @@ class Staging:
     ----------
     store
         The repository: a local directory or a local ``icechunk.Repository``.
+        On a distributed cluster it must be a directory that the client and
+        every worker share, and exist before the run: a Staging made on a
+        worker never creates it (make it on the client with
+        ``dh.Staging(store)``); see :mod:`dask_hizt._visible`.
     item
         The identity of the chunk of events, used to never count it twice:
         coffea's ``events.metadata``, or a string of your own.
@@ -104,12 +113,13 @@ class Staging:
         if self._ref.local_path is None:
             msg = "Staging needs a repository on a local or shared filesystem"
             raise StoreError(msg)
-        # a worker stages only where the client's repository is (see _visible)
-        check_staging(self._ref.local_path)
         self._branch = branch
         self._item = None if item is None else _item_of(item)
         self._schemas: dict[str, tuple[Schema, Any]] = {}
         self._files: list[StagedFile] = []
+        if self._ref.local_path is not None:
+            # a worker stages only where the client's repository is (see _visible)
+            check_staging(self._ref.local_path)
 
     def hist(
         self, *axes: Any, storage: bh.storage.Storage | None = None, path: str
@@ -187,8 +197,8 @@ class Staging:
         -------
         list
             The work items of ``chunks`` whose identity (file UUID, tree,
-            entry range; see :func:`_item_of`) none of the histograms
-            records, in order: pass them to the Runner in place of the
+            entry range, as the staged fills record it) none of the
+            histograms records, in order: pass them to the Runner in place of the
             fileset (``runner(todo, processor_instance=...)``; the Runner
             refuses an empty list, when everything is in).
         """
