@@ -142,6 +142,7 @@ def _refused(
         "Hist.compute": lambda h: h.compute(),
         "dask.compute": dask.compute,
         "dh.compute": lambda h: dh.compute({"out": h}),
+        "checkpointed": lambda h: h.compute(checkpoint=2),
     }
     for how, run in runs.items():
         with pytest.raises(dh.UnsharedStoreError) as caught:
@@ -170,13 +171,12 @@ def test_owner_tasks_check_the_marker_themselves(
     _hist(repo, inputs).compute(scheduler="sync")
     before, tip = _files(repo), _tip(repo)
     monkeypatch.setattr("dask_hizt._plan.check_workers", _no_check)
-    with (
-        private(shared),
-        pytest.raises(dh.UnsharedStoreError, match="finds no repository made by"),
-    ):
-        _hist(repo, inputs).compute()
-    assert _tip(repo) == tip
-    assert _files(repo) == before
+    with private(shared):
+        for checkpoint in (None, 2):  # owners and commit; gates and batches
+            with pytest.raises(dh.UnsharedStoreError, match="finds no repository"):
+                _hist(repo, inputs).compute(checkpoint=checkpoint)
+            assert _tip(repo) == tip
+            assert _files(repo) == before
 
 
 def test_a_new_repository_is_not_created(shared: Path, inputs: Path) -> None:
