@@ -229,3 +229,29 @@ def test_the_same_work_on_a_shared_disk_is_exact(
     for k in range(4):
         expected.fill(pt=np.array([1.0, 2.0, 3.0]) * (k + 1))
     assert_hist_equal(total.commit()["pt"], expected)
+
+
+def _own_repository(path: str) -> None:
+    """A repository of the worker's own at ``path``, as a node may have one
+    from an earlier job: icechunk's, with a marker of its own."""
+    storage = icechunk.local_filesystem_storage(path)
+    icechunk.Repository.create(storage)
+    (Path(path) / _visible.MARKER_NAME).write_text("a-token-of-its-own")
+
+
+def test_fills_staged_into_a_workers_own_repository_are_not_committed(
+    shared: Path,
+) -> None:
+    repo = shared / "repo.icechunk"
+    dh.Staging(repo)
+    before, tip = _files(repo), _tip(repo)
+    with private(shared) as client:
+        client.run(_own_repository, str(repo))
+        futures = [client.submit(_stage_on_worker, str(repo), k) for k in range(2)]
+        staged = client.gather(futures)
+        total = staged[0] + staged[1]
+        assert len(total) == 2  # staged on the workers' own disks
+        with pytest.raises(dh.UnsharedStoreError, match="finds another repository"):
+            total.commit()
+    assert _tip(repo) == tip
+    assert _files(repo) == before

@@ -14,7 +14,9 @@ for it before anything is written:
   probe file in the nearest existing parent directory is looked for the same
   way (:func:`before_create`), so a refused path is left uncreated; and a
   distributed worker never creates one (:func:`refuse_creation_on_worker`)
-  and stages fills only into a repository with a marker (:func:`check_staging`).
+  and stages fills only into a repository with a marker (:func:`check_staging`);
+  a commit of staged fills refuses those staged where another token was
+  seen (:func:`check_staged`: a node's own repository at the same path).
 
 A mismatch raises :class:`~dask_hizt.errors.UnsharedStoreError`. On the
 local schedulers (no ``distributed`` imported) none of this costs more than
@@ -38,6 +40,7 @@ __all__ = [
     "MARKER_NAME",
     "Marker",
     "before_create",
+    "check_staged",
     "check_staging",
     "check_workers",
     "marker_of",
@@ -111,16 +114,32 @@ def marker_of(path: str) -> Marker:
     return Marker(path, token)
 
 
-def check_staging(path: str) -> None:
+def check_staging(path: str) -> tuple[str, str]:
     """A ``dh.Staging`` of the local repository at ``path``: on a distributed
     worker, the repository must be one a client made (its marker is there);
     on the client, the marker is written if missing and, with a ``Client``
-    active, every worker must see it."""
+    active, every worker must see it.
+
+    Returns the token seen and who saw it, for the commit to compare with
+    its own (:func:`check_staged`): a worker may have a repository of its
+    own at that path."""
     worker = _worker_address()
     if worker is None:
         check_workers([marker_of(path)])
-    elif read_marker(path) is None:
+        return marker_of(path).token, where_am_i()
+    token = read_marker(path)
+    if token is None:
         raise UnsharedStoreError(path, worker, _reason(None))
+    return token, worker
+
+
+def check_staged(path: str, seen: dict[str, str]) -> None:
+    """Before a commit of staged fills: every stager saw the client's marker
+    (``seen``: token -> who saw it, from :func:`check_staging`)."""
+    token = marker_of(path).token
+    for other, worker in sorted(seen.items()):
+        if other != token:
+            raise UnsharedStoreError(path, worker, _reason(other))
 
 
 def refuse_creation_on_worker(path: str) -> None:

@@ -45,7 +45,7 @@ from ._ledger import committed
 from ._repo import RepoRef, check_path
 from ._request import Request, bind
 from ._stage import StagedFile, stage_fill, staged_id
-from ._visible import check_staging
+from ._visible import check_staged, check_staging
 from .collection import Requests
 from .errors import FillError, StoreError
 from .schema import Schema
@@ -117,9 +117,12 @@ class Staging:
         self._item = None if item is None else _item_of(item)
         self._schemas: dict[str, tuple[Schema, Any]] = {}
         self._files: list[StagedFile] = []
+        # marker tokens seen where fills were staged -> by whom (see _visible)
+        self._seen: dict[str, str] = {}
         if self._ref.local_path is not None:
-            # a worker stages only where the client's repository is (see _visible)
-            check_staging(self._ref.local_path)
+            # a worker stages only where the client's repository is
+            token, where = check_staging(self._ref.local_path)
+            self._seen[token] = where
 
     def hist(
         self, *axes: Any, storage: bh.storage.Storage | None = None, path: str
@@ -143,6 +146,7 @@ class Staging:
         out = Staging.__new__(Staging)
         out._ref, out._branch, out._item = self._ref, self._branch, None
         out._schemas, out._files = dict(self._schemas), list(self._files)
+        out._seen = dict(self._seen)
         return out.__iadd__(other)
 
     def __iadd__(self, other: Staging) -> Self:
@@ -158,6 +162,8 @@ class Staging:
             known = self._schemas.setdefault(path, (schema, chunk_bytes))
             schema.check_same(known[0], f"histogram {path!r}")
         self._files.extend(other._files)
+        for token, where in other._seen.items():
+            self._seen.setdefault(token, where)
         return self
 
     def __len__(self) -> int:
@@ -241,6 +247,9 @@ class Staging:
         arguments go to ``dask.compute``. Returns the histograms as committed,
         by path; staged files are removed once they are in.
         """
+        if self._ref.local_path is not None:
+            # fills staged into a node's own repository at this path: refused
+            check_staged(self._ref.local_path, self._seen)
         requests = []
         for path, (schema, chunk_bytes) in self._schemas.items():
             # the plan leaves out the chunks of events already committed
