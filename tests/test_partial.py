@@ -91,6 +91,7 @@ def test_owners_sum_their_key_ranges(
         "dask_hizt.dense-fraction": fraction,
         "dask_hizt.owners": owners,
         "dask_hizt.chunk-bytes": "64B",
+        "dask_hizt.owner-bytes": 1,  # routed, small as it is
     }
     with _repo() as repo, dask.config.set(config):
         h = dh.Hist(axis, storage=hist.storage.Int64(), store=repo, path="h")
@@ -128,6 +129,7 @@ def test_narrow_counts_add_up_without_overflow(
         "dask_hizt.split-every": 2,
         "dask_hizt.owners": 2,
         "dask_hizt.chunk-bytes": "64B",
+        "dask_hizt.owner-bytes": 1,  # routed, small as it is
     }
     with _repo() as repo, dask.config.set(config):
         h = dh.Hist(axis, store=repo, path="h").fill(_chunked(parts))
@@ -208,6 +210,7 @@ def test_routing_tree_is_bounded(
         "dask_hizt.owners": n_owners,
         "dask_hizt.split-every": split_every,
         "dask_hizt.chunk-bytes": "80B",
+        "dask_hizt.owner-bytes": 1,  # routed, small as it is
     }
     with dask.config.set(config):
         h = dh.Hist(axis, storage=hist.storage.Int64(), store=tmp_path, path="h")

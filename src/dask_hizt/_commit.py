@@ -117,13 +117,16 @@ def fill_message(
     note: str = "",
     created: Sequence[str] = (),
 ) -> str:
-    """The message of a fill commit: what it filled, from how many input
-    partitions (counted as recorded: per histogram); a commit that only
-    creates histograms says so."""
+    """The message of a fill commit: what it filled (the histograms with
+    inputs, else ``what``), from how many input partitions (counted as
+    recorded: per histogram); a commit that only creates histograms says so."""
     n = sum(len(ids) for ids in inputs.values())
     if not n and created:
         few = ", ".join(created) if len(created) <= 3 else f"{len(created)} histograms"
         return f"dask_hizt: create {few}{note}"
+    filled = sorted(p for p, ids in inputs.items() if ids)
+    if filled:
+        what = filled[0] if len(filled) == 1 else f"{len(filled)} histograms"
     plural = "" if n == 1 else "s"
     return f"dask_hizt: fill {what} from {n} input partition{plural}{note}"
 

@@ -50,12 +50,11 @@ from ._fill import FillTask
 from ._fill_groups import FillGroup
 from ._inputs import is_awkward
 from ._lazy import FillBlock, make_lazy
-from ._plan import Plan, plan
+from ._plan import KeySpace, Plan, plan
 from ._repo import RepoRef
 from ._request import Request
 from ._route import route
 from ._visible import Marker, marker_of
-from ._write import Owner
 from .config import Settings
 from .errors import StoreError
 from .storage import redact
@@ -112,12 +111,15 @@ def build(
     layers: dict[str, Any] = {}
     dependencies: dict[str, set[str]] = {}
     fill_keys: list[Key] = []
+    touches: list[frozenset[int] | None] = []
     for g, group in enumerate(plan.groups):
         layer_name = f"hizt-fill-{token}-{g}"
         fg = fill_layer(layer_name, plan.fill_task(group), group)
         layers.update(fg.layers)
         dependencies.update(fg.dependencies)
         fill_keys.extend((layer_name, i) for i in range(len(group.infos)))
+        spaces = frozenset(plan.targets[t].space for t, _ in group.specs)
+        touches.extend([spaces] * len(group.infos))
     fill_names = [f"hizt-fill-{token}-{g}" for g in range(len(plan.groups))]
     if plan.staged is not None:
         layer_name = f"hizt-fill-{token}-staged"
@@ -135,10 +137,16 @@ def build(
         layers[layer_name] = MaterializedLayer(staged)
         dependencies[layer_name] = set()
         fill_keys.extend(staged)
+        touches.extend([None] * len(staged))
         fill_names.append(layer_name)
-    owners = [s.owners for s in plan.spaces]
     dsk = _store_tasks(
-        name, token, fill_keys, owners, plan.commits, plan.settings, checkpoint
+        name,
+        token,
+        _Fills(fill_keys, touches),
+        plan.spaces,
+        plan.commits,
+        plan.settings,
+        checkpoint,
     )
     outputs: list[Key] = [(name, i) for i in range(len(plan.commits))]
     repositories: list[tuple[Any, str]] = [("", "")] * len(plan.commits)
@@ -404,11 +412,28 @@ def _mocked(parts: Any) -> None:
     del parts
 
 
+@dataclass(frozen=True)
+class _Fills:
+    """The fill tasks of a compute, and per task the key spaces its partials
+    can add to (``None``: any, as for staged loads)."""
+
+    keys: Sequence[Key]
+    touches: Sequence[frozenset[int] | None]
+
+    def of(self, space: int) -> list[Key]:
+        """The keys of the tasks that can add to ``space``."""
+        return [
+            k
+            for k, on in zip(self.keys, self.touches, strict=True)
+            if on is None or space in on
+        ]
+
+
 def _store_tasks(
     name: str,
     token: str,
-    fill_keys: Sequence[Key],
-    spaces: Sequence[Sequence[Owner]],
+    fills: _Fills,
+    spaces: Sequence[KeySpace],
     commits: Sequence[CommitPlan],
     settings: Settings,
     checkpoint: Checkpoint | None = None,
@@ -422,10 +447,10 @@ def _store_tasks(
         snapshot id each repository's (last) commit made.
     token
         Suffix that makes the other key names unique.
-    fill_keys
-        Keys of the fill tasks.
+    fills
+        The fill tasks.
     spaces
-        Per key space, its owners in key order.
+        The key spaces, with their owners in key order.
     commits
         One per repository.
     settings
@@ -435,18 +460,25 @@ def _store_tasks(
         default ONE commit per repository.
     """
     dsk: dict[Key, Any] = {}
-    if checkpoint is not None and len(fill_keys) > checkpoint.batch:
-        _checkpointed(
-            dsk, name, token, fill_keys, spaces, commits, settings, checkpoint
-        )
+    if checkpoint is not None and len(fills.keys) > checkpoint.batch:
+        _checkpointed(dsk, name, token, fills, spaces, commits, settings, checkpoint)
         return dsk
     for i, c in enumerate(commits):
         writers: list[Key] = []
         for s in c.spaces:
-            routed = route(dsk, f"{token}-{s}", fill_keys, spaces[s], settings, s)
+            space = spaces[s]
+            routed = route(
+                dsk,
+                f"{token}-{s}",
+                fills.of(s),
+                space.owners,
+                settings,
+                s,
+                space.nbytes,
+            )
             for o, children in enumerate(routed):
                 key = (f"hizt-write-{token}-{s}", o)
-                dsk[key] = (_guarded(spaces[s][o], c.ref), children)
+                dsk[key] = (_guarded(space.owners[o], c.ref), children)
                 writers.append(key)
         dsk[(name, i)] = (_guarded(CommitTask(c, f"{name}-{i}"), c.ref), writers)
     return dsk
@@ -456,8 +488,8 @@ def _checkpointed(
     dsk: dict[Key, Any],
     name: str,
     token: str,
-    fill_keys: Sequence[Key],
-    spaces: Sequence[Sequence[Owner]],
+    fills: _Fills,
+    spaces: Sequence[KeySpace],
     commits: Sequence[CommitPlan],
     settings: Settings,
     checkpoint: Checkpoint,
@@ -467,13 +499,17 @@ def _checkpointed(
     The repositories' chains go in step: batch ``b`` of each opens after
     batch ``b - 1`` of every repository committed, so that dask's ordering
     cannot run one repository's batches all before another's first commit
-    (a job killed then would have checkpointed nothing there).
+    (a job killed then would have checkpointed nothing there). Every owner
+    writes in every batch (its fork carries what earlier batches wrote),
+    so each batch routes all its fill tasks.
     """
     size = checkpoint.batch
-    batches = [
-        range(a, min(a + size, len(fill_keys))) for a in range(0, len(fill_keys), size)
+    n = len(fills.keys)
+    batches = [range(a, min(a + size, n)) for a in range(0, n, size)]
+    owned = [
+        [(s, o) for s in c.spaces for o in range(len(spaces[s].owners))]
+        for c in commits
     ]
-    owned = [[(s, o) for s in c.spaces for o in range(len(spaces[s]))] for c in commits]
     forks = [{so: j for j, so in enumerate(ow)} for ow in owned]
     prev: list[Key] = []
     for i, c in enumerate(commits):
@@ -494,13 +530,15 @@ def _checkpointed(
             )
             writers: list[Key] = []
             for s in c.spaces:
+                space = spaces[s]
                 routed = route(
                     dsk,
                     f"{token}-{s}-b{b}",
-                    [fill_keys[k] for k in batch],
-                    spaces[s],
+                    [fills.keys[k] for k in batch],
+                    space.owners,
                     settings,
                     s,
+                    space.nbytes,
                 )
                 for o, children in enumerate(routed):
                     # owner o writes through the fork its gate opened, after
@@ -511,7 +549,7 @@ def _checkpointed(
                     key = (f"hizt-write-{token}-{s}-b{b}", o)
                     dsk[key] = (
                         _guarded(write_batch, c.ref),
-                        spaces[s][o],
+                        space.owners[o],
                         fork,
                         children,
                         before,

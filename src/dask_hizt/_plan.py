@@ -21,7 +21,8 @@ steps, each a typed record:
    known of each partition;
 7. :func:`_staged`: the load tasks of ``dh.Staging`` files;
 8. :func:`_spaces`: the owners of each key space
-   (:func:`dask_hizt._route.owners`);
+   (:func:`dask_hizt._route.owners`), over the chunks of the targets that
+   something pending may add to (:func:`_touched`) only;
 9. :func:`_commits`: one per repository.
 
 :func:`dask_hizt._graph.build` turns a :class:`Plan` into the dask graph.
@@ -81,11 +82,13 @@ class Repository:
 @dataclass(frozen=True)
 class KeySpace:
     """The histograms of one repository and storage kind, keyed one after
-    another: the fill tasks give one partial per key space."""
+    another: the fill tasks give one partial per key space (of at most
+    ``nbytes`` when dense)."""
 
     repository: int
     size: int
     owners: tuple[Owner, ...]
+    nbytes: int
 
 
 @dataclass(frozen=True)
@@ -127,11 +130,13 @@ def plan(requests: Sequence[Request]) -> Plan:
     targets = _lay_out(sites, repos)
     known = _known(repos, targets)
     groups = fill_groups(queue(sites.fills(requests)), known)
-    spaces = _spaces(targets, repos, settings)
+    staged = _staged_files(requests, sites, known)
+    touched = _touched(groups, staged)
+    spaces = _spaces(targets, touched, repos, settings)
     return Plan(
         targets,
         tuple(groups),
-        _staged(requests, sites, targets, spaces, known, settings),
+        _staged(staged, targets, spaces, settings),
         spaces,
         _commits(repos, targets, settings),
         tuple(sites.repo_of[t] for t in sites.target_of),
@@ -180,7 +185,7 @@ def pending(requests: Sequence[Request]) -> Pending:
                     if j not in info.skip and given is not None:
                         known[q.request].append(given)
     read = tuple(g for g in groups if not g.identified)
-    spaces = tuple(KeySpace(-1, size, ()) for size in _space_sizes(targets))
+    spaces = tuple(KeySpace(-1, size, (), 0) for size in _space_sizes(targets))
     dry = Plan(targets, read, None, spaces, (), (), settings)
     return Pending(
         tuple(tuple(k) for k in known),
@@ -337,23 +342,28 @@ def _known(
     return tuple(known[t] for t in range(len(targets)))
 
 
-def _staged(
-    requests: Sequence[Request],
-    sites: _Sites,
-    targets: tuple[Target, ...],
-    spaces: Sequence[KeySpace],
-    known: Sequence[frozenset[str]],
-    settings: Settings,
-) -> StagedLoads | None:
-    """The load tasks of staged fills (:mod:`dask_hizt.runner`) not yet in."""
-    files = [
-        f.file
+def _staged_files(
+    requests: Sequence[Request], sites: _Sites, known: Sequence[frozenset[str]]
+) -> list[tuple[int, str]]:
+    """``(target, file)`` of each staged fill (:mod:`dask_hizt.runner`) not yet in."""
+    return [
+        (t, f.file)
         for req, t in zip(requests, sites.target_of, strict=True)
         for f in req.staged
         if staged_id(f.item) not in known[t]
     ]
-    if not files:
+
+
+def _staged(
+    staged: Sequence[tuple[int, str]],
+    targets: tuple[Target, ...],
+    spaces: Sequence[KeySpace],
+    settings: Settings,
+) -> StagedLoads | None:
+    """The load tasks of the staged fills not yet in."""
+    if not staged:
         return None
+    files = [f for _, f in staged]
     load = StagedLoad(
         targets,
         {t.path: i for i, t in enumerate(targets)},
@@ -366,19 +376,46 @@ def _staged(
     )
 
 
+def _touched(
+    groups: Sequence[FillGroup], staged: Sequence[tuple[int, str]]
+) -> frozenset[int]:
+    """The targets that a pending fill may add to: a fill of a partition not
+    known (by the user's identities) to be in, or a staged fill not yet in."""
+    out = {t for t, _ in staged}
+    for group in groups:
+        for j, (t, _) in enumerate(group.specs):
+            if any(j not in info.skip for info in group.infos):
+                out.add(t)
+    return frozenset(out)
+
+
 def _spaces(
-    targets: Sequence[Target], repos: Sequence[Repository], settings: Settings
+    targets: Sequence[Target],
+    touched: frozenset[int],
+    repos: Sequence[Repository],
+    settings: Settings,
 ) -> tuple[KeySpace, ...]:
-    """Each key space with its owners, forked from its repository's writer."""
+    """Each key space with its owners, forked from its repository's writer:
+    owners of the touched targets' chunks only (none where nothing is
+    pending: no routing, writing or forking for histograms that nothing adds
+    to)."""
     threads = cluster_threads()
     repo_of = {t: r for r, repo in enumerate(repos) for t in repo.targets}
     out = []
     for s, size in enumerate(_space_sizes(targets)):
         members = [i for i, t in enumerate(targets) if t.space == s]
         r = repo_of[members[0]]
-        cut = owners([targets[i] for i in members], repos[r].writer, settings, threads)
-        out.append(KeySpace(r, size, tuple(cut)))
+        cut = [targets[i] for i in members if i in touched]
+        nbytes = sum(_dense_bytes(targets[i]) for i in members)
+        found = owners(cut, repos[r].writer, settings, threads) if cut else []
+        out.append(KeySpace(r, size, tuple(found), nbytes))
     return tuple(out)
+
+
+def _dense_bytes(target: Target) -> int:
+    """Bytes of a target's bins held dense (all fields, flow bins included)."""
+    schema = target.schema
+    return target.layout.n_keys * schema.dtype.itemsize * len(schema.spec.fields)
 
 
 def _commits(

@@ -122,10 +122,15 @@ def route(
     fill_keys: Sequence[Key],
     owners: Sequence[Owner],
     settings: Settings,
-    space: int | None = None,
+    space: int | None,
+    nbytes: int,
 ) -> list[list[Any]]:
     """Add the routing tasks of one key space to ``dsk``; return, per owner,
     the nodes to hand it (each holding partials of its key range only).
+
+    A small key space has no routing tasks: when the fills' partials, dense,
+    would hold at most ``owner-bytes`` together, every owner takes them as
+    the fill tasks made them (and keeps its own key range of each).
 
     Parameters
     ----------
@@ -142,16 +147,20 @@ def route(
     space
         Which element of the fill tasks' output tuples is this key space's
         partial (``None``: the fill output is the partial itself).
+    nbytes
+        Bytes of the key space's partial when dense.
     """
-    if not fill_keys:
-        return []  # nothing filled: nothing to write
-    f = settings.split_every
-    ranges: list[tuple[int, int]] = [(0, len(owners))]
+    if not fill_keys or not owners:
+        return []  # nothing filled, or nothing to write
     nodes: dict[tuple[int, int], Any] = {
         (0, g): k if space is None else (operator.getitem, k, space)
         for g, k in enumerate(fill_keys)
     }
     n_groups = len(fill_keys)
+    if n_groups * nbytes <= settings.owner_bytes:
+        return [list(nodes.values()) for _ in owners]
+    f = settings.split_every
+    ranges: list[tuple[int, int]] = [(0, len(owners))]
     level = 0
     while True:
         level += 1
