@@ -175,7 +175,7 @@ def child(args: argparse.Namespace) -> int:
     from coffea.nanoevents import NanoAODSchema
 
     if args.child == "staging":
-        import dask_hizt  # noqa: F401  # what a user's script imports
+        import dask_hizt  # what a user's script imports
     t_import = cw.now() - T_TOP
     size = QUICK if args.quick else FULL
     root = Path(tempfile.mkdtemp(prefix="hizt-runner-"))
@@ -196,6 +196,9 @@ def child(args: argparse.Namespace) -> int:
                     chunksize=size.chunk,
                 )
                 proc = make_processor(args.case, args.child, repo, args.quick)
+                if args.child == "staging":
+                    # made on the client: a worker never creates a repository
+                    dask_hizt.Staging(repo)
                 with cw.RssSampler(pids) as mem:
                     t1 = cw.now()
                     result = runner(fileset(args.data, size), processor_instance=proc)

@@ -231,6 +231,8 @@ def test_runner_with_dask_executor_one_commit_and_no_double_counts(
     repo = tmp_path / "repo.icechunk"
     files = {name: {"files": {str(p): "Events"}} for name, p in nanoaod_files.items()}
     runner = _runner(client, nanoaod_schema)
+    # made on the client (and its marker): workers never create a repository
+    dh.Staging(str(repo))
 
     # a first run dies on one chunk of events after others were staged
     with pytest.raises(Exception, match="this chunk of events fails"):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import operator
 import pickle
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +110,64 @@ def test_staging_fill_binds_arguments_like_hist(repo_path: Path) -> None:
         h.fill(d="a")
     with pytest.raises(dh.FillError, match="sample="):
         h.fill(d="a", x=np.array([0.5]), sample=np.array([1.0]))
+
+
+@dataclasses.dataclass(frozen=True)
+class _WorkItem:
+    """The fields of coffea's ``processor.WorkItem`` that name a chunk."""
+
+    dataset: str
+    filename: str
+    treename: str
+    entrystart: int
+    entrystop: int
+    fileuuid: bytes
+
+
+def _metadata(item: _WorkItem) -> dict[str, Any]:
+    """The ``events.metadata`` coffea's Runner gives the processor for ``item``."""
+    return {
+        "dataset": item.dataset,
+        "filename": item.filename,
+        "treename": item.treename,
+        "entrystart": item.entrystart,
+        "entrystop": item.entrystop,
+        "fileuuid": str(uuid.UUID(bytes=item.fileuuid)),
+    }
+
+
+def test_pending_is_the_work_items_not_committed(repo_path: Path) -> None:
+    file_id = uuid.uuid4().bytes
+    items = [
+        _WorkItem("a", "f.root", "Events", k * 10, (k + 1) * 10, file_id)
+        for k in range(5)
+    ]
+    rng = np.random.default_rng(1)
+    x = [rng.uniform(0, 1, 10) for _ in items]
+    assert dh.Staging(repo_path).pending(items) == items  # nothing in yet
+
+    def stage(which: list[int]) -> dh.Staging:
+        total = dh.Staging(repo_path)
+        for k in which:
+            s = dh.Staging(repo_path, _metadata(items[k]))
+            s.hist(*AXES, path="h").fill(d="a", x=x[k])
+            total += s
+        return total
+
+    first = stage([0, 2, 3])
+    first.commit(scheduler="sync")
+    assert first.pending(items) == [items[1], items[4]]
+    # a fresh Staging, as a resumed job has it: every histogram of the branch
+    assert dh.Staging(repo_path).pending(items) == [items[1], items[4]]
+    assert dh.Staging(repo_path).pending(items, paths=["other"]) == items
+    stage([1, 4]).commit(scheduler="sync")
+    assert dh.Staging(repo_path).pending(iter(items)) == []
+    expected: hist.Hist[Any] = hist.Hist(
+        hist.axis.StrCategory(["a"], name="d"), AXES[1]
+    )
+    for xs in x:
+        expected.fill(d="a", x=xs)
+    got = dh.open(repo_path, "h").to_hist()
+    assert np.array_equal(got.view(flow=True), expected.view(flow=True)[:1])
+    with pytest.raises(dh.FillError, match="runner="):
+        dh.Staging(repo_path).pending({"a": ["f.root"]})

@@ -126,7 +126,9 @@ def s3_cluster(
 def store_url(request: pytest.FixtureRequest, tmp_path: Path, s3_env: str) -> str:
     """A ``store=`` string: a local directory, or an ``s3://`` URL."""
     if request.param == "local":
-        return str(tmp_path / "repo.icechunk")
+        store = str(tmp_path / "repo.icechunk")
+        dh.Staging(store)  # made on the client: workers never create it
+        return store
     return f"s3://{new_bucket(s3_env)}/analysis/repo"
 
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         NotAHistogramError,
         SchemaMismatchError,
         StoreError,
+        UnsharedStoreError,
         UnsupportedAxisError,
         UnsupportedStorageError,
     )
@@ -50,6 +51,7 @@ _LAZY = {
     "Staging": "runner",
     "StoreError": "errors",
     "StoredHist": "stored",
+    "UnsharedStoreError": "errors",
     "UnsupportedAxisError": "errors",
     "UnsupportedStorageError": "errors",
     "compute": "collection",
@@ -89,6 +91,7 @@ __all__ = [
     "Staging",
     "StoreError",
     "StoredHist",
+    "UnsharedStoreError",
     "UnsupportedAxisError",
     "UnsupportedStorageError",
     "__version__",

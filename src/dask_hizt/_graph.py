@@ -54,6 +54,7 @@ from ._plan import KeySpace, Plan, plan
 from ._repo import RepoRef
 from ._request import Request
 from ._route import route
+from ._visible import Marker, marker_of
 from .config import Settings
 from .errors import StoreError
 from .storage import redact
@@ -122,8 +123,15 @@ def build(
     fill_names = [f"hizt-fill-{token}-{g}" for g in range(len(plan.groups))]
     if plan.staged is not None:
         layer_name = f"hizt-fill-{token}-staged"
+        # staged files live in the repositories' directories
+        markers = tuple(
+            marker_of(c.ref.local_path)
+            for c in plan.commits
+            if c.ref.local_path is not None
+        )
+        load = Guarded(plan.staged.load, "staged fills", markers)
         staged = {
-            (layer_name, i): (plan.staged.load, list(files))
+            (layer_name, i): (load, list(files))
             for i, files in enumerate(plan.staged.batches)
         }
         layers[layer_name] = MaterializedLayer(staged)
@@ -230,12 +238,17 @@ def pending_outputs(
 class Guarded:
     """A task that touches a repository: icechunk's storage errors (an
     endpoint gone, a permission refused) become a :class:`StoreError` naming
-    the store, with secrets blanked."""
+    the store, with secrets blanked; and ``markers`` (those of local
+    repositories) must be what the client wrote, or nothing is done."""
 
     fn: Callable[..., Any]
     store: str
+    markers: tuple[Marker, ...] = ()
 
     def __call__(self, *args: Any) -> Any:
+        # before anything is written: the client's directory, not another disk
+        for marker in self.markers:
+            marker.check()
         try:
             return self.fn(*args)
         except icechunk.StorageError as err:
@@ -245,6 +258,12 @@ class Guarded:
 
 def _where(ref: RepoRef) -> str:
     return ref.url or ref.local_path or "(an icechunk repository)"
+
+
+def _guarded(fn: Callable[..., Any], ref: RepoRef) -> Guarded:
+    """``fn`` as a :class:`Guarded` task of the repository ``ref``."""
+    markers = () if ref.local_path is None else (marker_of(ref.local_path),)
+    return Guarded(fn, _where(ref), markers)
 
 
 def awkward_optimize() -> Any:
@@ -445,7 +464,6 @@ def _store_tasks(
         _checkpointed(dsk, name, token, fills, spaces, commits, settings, checkpoint)
         return dsk
     for i, c in enumerate(commits):
-        where = _where(c.ref)
         writers: list[Key] = []
         for s in c.spaces:
             space = spaces[s]
@@ -460,9 +478,9 @@ def _store_tasks(
             )
             for o, children in enumerate(routed):
                 key = (f"hizt-write-{token}-{s}", o)
-                dsk[key] = (Guarded(space.owners[o], where), children)
+                dsk[key] = (_guarded(space.owners[o], c.ref), children)
                 writers.append(key)
-        dsk[(name, i)] = (Guarded(CommitTask(c, f"{name}-{i}"), where), writers)
+        dsk[(name, i)] = (_guarded(CommitTask(c, f"{name}-{i}"), c.ref), writers)
     return dsk
 
 
@@ -504,9 +522,9 @@ def _checkpointed(
             gate = (f"hizt-gate-{token}", i, b)
             others = [k for j, k in enumerate(done) if j != i]
             dsk[gate] = (
-                Guarded(
+                _guarded(
                     Gate(c.ref, c.branch, len(forks[i]), checkpoint.seconds, final),
-                    _where(c.ref),
+                    c.ref,
                 ),
                 (_after, done[i], others) if others and b else done[i],
             )
@@ -530,7 +548,7 @@ def _checkpointed(
                     before = (f"hizt-write-{token}-{s}-b{b - 1}", o) if b else None
                     key = (f"hizt-write-{token}-{s}-b{b}", o)
                     dsk[key] = (
-                        Guarded(write_batch, _where(c.ref)),
+                        _guarded(write_batch, c.ref),
                         space.owners[o],
                         fork,
                         children,
@@ -539,7 +557,7 @@ def _checkpointed(
                     writers.append(key)
             step = BatchCommit(c, f"{name}-{i}-{b}", b, len(batches))
             commit = (f"hizt-commit-{token}", i, b)
-            dsk[commit] = (Guarded(step, _where(c.ref)), gate, writers)
+            dsk[commit] = (_guarded(step, c.ref), gate, writers)
             prev[i] = commit
     for i, last in enumerate(prev):
         dsk[(name, i)] = (snapshot_of, last)

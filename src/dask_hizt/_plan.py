@@ -7,6 +7,9 @@ steps, each a typed record:
 
 1. :func:`_sites`: the repositories (one commit each) and the targets (one
    per histogram path per repository) the requests name;
+   then :func:`_visible`: a local repository must be the same directory on
+   the client and on every worker (:mod:`dask_hizt._visible`), checked
+   before anything is written;
 2. :func:`dask_hizt._growth.growth`: the values that growing axes meet;
 3. :func:`_open`: a session per repository and its
    :class:`~dask_hizt._create.Creation` (histograms to create, categories to
@@ -44,6 +47,7 @@ from ._request import Request
 from ._route import cluster_threads, owners
 from ._stage import StagedLoad, staged_id
 from ._version import __version__
+from ._visible import check_workers, marker_of
 from ._write import Owner
 from .config import Settings
 from .errors import NotAHistogramError
@@ -122,6 +126,7 @@ def plan(requests: Sequence[Request]) -> Plan:
     """Plan the compute that fills, writes and commits ``requests`` together."""
     settings = Settings.from_config()
     sites = _sites(requests)
+    _visible(sites)
     repos = _open(sites, growth(requests, sites.target_of))
     targets = _lay_out(sites, repos)
     known = _known(repos, targets)
@@ -253,6 +258,16 @@ def _sites(requests: Sequence[Request]) -> _Sites:
         _Site(first[ts[0]].ref, first[ts[0]].branch, tuple(ts)) for ts in members
     )
     return _Sites(repos, tuple(target_of), tuple(first), tuple(repo_of))
+
+
+def _visible(sites: _Sites) -> None:
+    """Refuse a local repository that a current worker sees as another
+    directory (the tasks check again: workers may join later)."""
+    check_workers(
+        marker_of(site.ref.local_path)
+        for site in sites.repos
+        if site.ref.local_path is not None
+    )
 
 
 def _open(sites: _Sites, grown: Growth) -> tuple[Repository, ...]:

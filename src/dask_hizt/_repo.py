@@ -22,6 +22,7 @@ from typing import Any
 
 import icechunk
 
+from ._visible import before_create, refuse_creation_on_worker
 from .errors import StoreError
 from .storage import cache_key, is_url, open_repository, parse_url, quiet_icechunk_logs
 
@@ -89,6 +90,10 @@ class RepoRef:
             if not create and not path.exists():
                 msg = f"no repository at {text!r}"
                 raise StoreError(msg)
+            if not path.exists():
+                # a worker's disk is not the client's: see _visible
+                refuse_creation_on_worker(str(path))
+                before_create(path)
             quiet_icechunk_logs()  # before the storage exists: it warns when made
             storage = icechunk.local_filesystem_storage(str(path))
             try:

@@ -11,6 +11,7 @@ __all__ = [
     "NotAHistogramError",
     "SchemaMismatchError",
     "StoreError",
+    "UnsharedStoreError",
     "UnsupportedAxisError",
     "UnsupportedStorageError",
 ]
@@ -45,6 +46,43 @@ class FillError(HiztError, ValueError):
 
 class StoreError(HiztError, ValueError):
     """A ``store=`` or ``path=`` that cannot be used."""
+
+
+class UnsharedStoreError(StoreError):
+    """A local repository that is not the same directory on the client and on
+    a worker (each machine has its own disk at that path); nothing was
+    written. Use an ``s3://`` store or a filesystem that all of them share.
+
+    Parameters
+    ----------
+    path
+        The repository directory.
+    worker
+        The worker (its address) or process that sees another directory.
+    reason
+        What that worker sees, in words.
+
+    Attributes
+    ----------
+    path, worker, reason
+        As given.
+    """
+
+    def __init__(self, path: str, worker: str, reason: str) -> None:
+        self.path = path
+        self.worker = worker
+        self.reason = reason
+        super().__init__(
+            f"local repository {path!r} is not the same directory on the client "
+            f"and on worker {worker}: {reason}. Chunks written there would never "
+            "reach the commit; nothing was written. Use an s3:// store, or a "
+            "directory on a filesystem that the client and every worker share "
+            "(and open or create the repository on the client first)"
+        )
+
+    def __reduce__(self) -> tuple[type[UnsharedStoreError], tuple[str, str, str]]:
+        # keyword-less pickling, so the error crosses process boundaries
+        return type(self), (self.path, self.worker, self.reason)
 
 
 class CommitError(HiztError, RuntimeError):

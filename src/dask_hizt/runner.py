@@ -29,21 +29,30 @@ Examples
 URL; on S3 every process takes the credentials from its own environment
 (see :mod:`dask_hizt._staging_area`). Staged fills of a run that died
 before its commit are removed by :func:`dask_hizt.gc`.
+
+After a run in which chunks failed (or a later job), only what is missing:
+
+>>> todo = dh.Staging(REPO).pending(runner.preprocess(fileset))  # doctest: +SKIP
+>>> result = runner(todo, processor_instance=Processor())  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterable, Mapping
 from typing import Any, Self
 
 import boost_histogram as bh
 import dask
 import dask.base
 
+from ._history import ancestry
+from ._ledger import committed
 from ._repo import check_path
 from ._request import Request, bind
-from ._stage import StagedFile, stage_fill
+from ._stage import StagedFile, stage_fill, staged_id
 from ._staging_area import open_staging
+from ._visible import check_staged, check_staging
 from .collection import Requests
 from .errors import FillError, StoreError
 from .schema import Schema
@@ -69,6 +78,24 @@ def _item_of(item: Any) -> str:
     raise FillError(msg)
 
 
+def _work_item_id(item: Any) -> str:
+    """The identity of coffea's ``WorkItem``: that of the ``events.metadata``
+    the Runner gives the processor for it (see coffea's
+    ``Runner._work_function``)."""
+    fileuuid = item.fileuuid
+    if isinstance(fileuuid, bytes):
+        fileuuid = str(uuid.UUID(bytes=fileuuid)) if fileuuid else ""
+    return _item_of(
+        {
+            "filename": item.filename,
+            "treename": item.treename,
+            "entrystart": item.entrystart,
+            "entrystop": item.entrystop,
+            "fileuuid": fileuuid,
+        }
+    )
+
+
 class Staging:
     """A processor's dask_hizt histograms for one chunk of events; add them up
     with ``+`` (as coffea does) and :meth:`commit` the sum once.
@@ -79,7 +106,11 @@ class Staging:
         The repository: a directory on a local or shared filesystem, an
         ``s3://bucket/prefix`` URL, or an ``icechunk.Repository`` on either.
         Fills are staged inside it (``.dask_hizt-staging``: a directory, or
-        objects under the repository's S3 prefix) until :meth:`commit`.
+        objects under the repository's S3 prefix) until :meth:`commit`. On a
+        distributed cluster a local directory must be one that the client
+        and every worker share, and exist before the run: a Staging made on
+        a worker never creates it (make it on the client with
+        ``dh.Staging(store)``); see :mod:`dask_hizt._visible`.
     item
         The identity of the chunk of events, used to never count it twice:
         coffea's ``events.metadata``, or a string of your own.
@@ -112,6 +143,12 @@ class Staging:
         self._item = None if item is None else _item_of(item)
         self._schemas: dict[str, tuple[Schema, Any]] = {}
         self._files: list[StagedFile] = []
+        # marker tokens seen where fills were staged -> by whom (see _visible)
+        self._seen: dict[str, str] = {}
+        if self._ref.local_path is not None:
+            # a worker stages only where the client's repository is
+            token, where = check_staging(self._ref.local_path)
+            self._seen[token] = where
 
     def hist(
         self, *axes: Any, storage: bh.storage.Storage | None = None, path: str
@@ -136,6 +173,7 @@ class Staging:
         out._ref, out._branch, out._item = self._ref, self._branch, None
         out._area = self._area
         out._schemas, out._files = dict(self._schemas), list(self._files)
+        out._seen = dict(self._seen)
         return out.__iadd__(other)
 
     def __iadd__(self, other: Staging) -> Self:
@@ -148,11 +186,80 @@ class Staging:
             known = self._schemas.setdefault(path, (schema, chunk_bytes))
             schema.check_same(known[0], f"histogram {path!r}")
         self._files.extend(other._files)
+        for token, where in other._seen.items():
+            self._seen.setdefault(token, where)
         return self
 
     def __len__(self) -> int:
         """Number of staged fills."""
         return len(self._files)
+
+    # ------------------------------------------------------------- resume ---
+
+    def pending(
+        self,
+        chunks: Iterable[Any] | Mapping[str, Any],
+        *,
+        runner: Any = None,
+        treename: str | None = None,
+        paths: Iterable[str] | None = None,
+    ) -> list[Any]:
+        """The chunks of events not committed yet: what a resumed run must do.
+
+        Parameters
+        ----------
+        chunks
+            coffea's work items (``processor.WorkItem``), as
+            ``runner.preprocess(fileset)`` yields them; or a fileset, which
+            ``runner`` preprocesses.
+        runner
+            The ``processor.Runner`` to preprocess a fileset with (its
+            ``chunksize`` must be the first run's, so that the chunks are the
+            same).
+        treename
+            Passed to ``runner.preprocess``.
+        paths
+            The histograms whose commits count: by default this Staging's,
+            or, for one that has none yet (``dh.Staging(REPO)``), every
+            histogram of the branch.
+
+        Returns
+        -------
+        list
+            The work items of ``chunks`` whose identity (file UUID, tree,
+            entry range, as the staged fills record it) none of the
+            histograms records, in order: pass them to the Runner in place of the
+            fileset (``runner(todo, processor_instance=...)``; the Runner
+            refuses an empty list, when everything is in).
+        """
+        if isinstance(chunks, Mapping):
+            if runner is None:
+                msg = "pending(fileset) needs runner= to cut the fileset into chunks"
+                raise FillError(msg)
+            chunks = runner.preprocess(chunks, treename=treename)
+        done = self._committed_items(None if paths is None else list(paths))
+        return [c for c in chunks if _work_item_id(c) not in done]
+
+    def _committed_items(self, paths: list[str] | None) -> set[str]:
+        """The chunks of events committed into ``paths`` (see :meth:`pending`)."""
+        repo = self._ref.repo
+        tip = repo.lookup_branch(self._branch)
+        if paths is None:
+            paths = list(self._schemas) or sorted(
+                {
+                    p
+                    for _, record in ancestry(repo, snapshot_id=tip)
+                    if record
+                    for p in record.inputs
+                }
+            )
+        prefix = staged_id("")
+        return {
+            identity.removeprefix(prefix)
+            for ids in committed(repo, tip, paths).values()
+            for identity in ids
+            if identity.startswith(prefix)
+        }
 
     # ------------------------------------------------------------- commit ---
 
@@ -165,6 +272,9 @@ class Staging:
         by path; staged objects are removed once they are in (those of the
         chunks left out too).
         """
+        if self._ref.local_path is not None:
+            # fills staged into a node's own repository at this path: refused
+            check_staged(self._ref.local_path, self._seen)
         requests = []
         for path, (schema, chunk_bytes) in self._schemas.items():
             # the plan leaves out the chunks of events already committed
