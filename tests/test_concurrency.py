@@ -256,7 +256,9 @@ def _compute_from_threads(repo_path: Path) -> None:
         h = dh.Hist(*_axes(), storage=hist.storage.Int64(), store=repo_path, path="h")
         dx = da.from_array(x, chunks=N // 4).map_blocks(_slow, 0.2, dtype=x.dtype)
         h.fill(proc="p0", x=dx, n=da.from_array(n, chunks=N // 4))
-        h.__dask_graph__()  # planned now, on the tip of now; compute keeps this plan
+        dict(
+            h.__dask_graph__()
+        )  # planned now (its tasks read), on the tip of now; compute keeps this plan
         tips.append(h.repository.lookup_branch("main"))
         planned.wait(timeout=60)
         stored: dh.StoredHist = h.compute(scheduler="threads", num_workers=2)

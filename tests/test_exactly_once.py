@@ -256,9 +256,10 @@ def test_a_racing_compute_of_the_same_partitions_is_refused(repo_path: Path) -> 
     a = _hist(repo_path, _job(reads))
     b = _hist(repo_path, _job(reads))
     assert a.pending() == b.pending()
-    # both plan on the same tip, before either commits
-    a.__dask_graph__()
-    b.__dask_graph__()
+    # both plan on the same tip, before either commits (reading a graph's
+    # tasks plans it; the compute then runs that plan)
+    dict(a.__dask_graph__())
+    dict(b.__dask_graph__())
     first = a.compute(scheduler="sync")
     with pytest.raises(dh.DuplicateInputError, match="committed by another compute"):
         b.compute(scheduler="sync")

@@ -578,7 +578,7 @@ def test_endpoint_lost_mid_compute(
         h = _int_hist(url).fill(
             x=da.from_array(x1, chunks=1_000).map_blocks(_sleepy, 0.5, dtype=float)
         )
-        h.__dask_graph__()  # planned while the endpoint is there
+        dict(h.__dask_graph__())  # planned (its tasks read) while the endpoint is there
         stopper = threading.Timer(0.25, proxy.stop)
         stopper.start()
         start = time.monotonic()

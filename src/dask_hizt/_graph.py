@@ -19,8 +19,9 @@ gets ONE commit, as with :func:`dask_hizt.compute`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import dask.array as da
@@ -34,7 +35,8 @@ from dask.blockwise import (
     optimize_blockwise,
 )
 from dask.delayed import Delayed
-from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+from dask.highlevelgraph import HighLevelGraph, Layer, MaterializedLayer
+from dask.typing import Key as DaskKey
 
 from ._checkpoint import (
     BatchCommit,
@@ -63,6 +65,7 @@ __all__ = [
     "Built",
     "Planned",
     "StoreLayer",
+    "Unplanned",
     "awkward_optimize",
     "build",
     "join_awkward_optimizer",
@@ -161,24 +164,37 @@ def build(
 def merge(dsk: HighLevelGraph) -> HighLevelGraph:
     """Plan the dask_hizt computes in ``dsk`` as one.
 
-    The requests of every :class:`StoreLayer` (those with the same checkpoint
-    batching together) are planned and built anew as one compute; each old
-    store layer keeps its name and output keys, now aliases of the merged
-    commits, and its fill layers are dropped. The inputs stay as they are,
-    so dask-awkward's optimizer, run afterwards, projects the columns that
-    the merged fills touch.
+    The requests of every :class:`Unplanned` and :class:`StoreLayer` layer
+    (those with the same checkpoint batching together) are planned and built
+    as one compute; each old layer keeps its name and output keys, now
+    aliases of the merged commits, and its fill layers are dropped. A
+    compute alone is built as it is. The inputs stay as they are, so
+    dask-awkward's optimizer, run afterwards, projects the columns that the
+    merged fills touch.
     """
-    stores = {n: x for n, x in dsk.layers.items() if isinstance(x, StoreLayer)}
+    stores = {
+        n: x for n, x in dsk.layers.items() if isinstance(x, StoreLayer | Unplanned)
+    }
     batching: dict[tuple[int, float | None] | None, list[str]] = {}
     for n, store in stores.items():
         c = store.source.checkpoint
         batching.setdefault(None if c is None else (c.batch, c.seconds), []).append(n)
-    together = [names for names in batching.values() if len(names) > 1]
-    if not together:
+    if not any(isinstance(x, Unplanned) for x in stores.values()) and all(
+        len(names) == 1 for names in batching.values()
+    ):
         return dsk
     layers = dict(dsk.layers)
     dependencies = {n: set(d) for n, d in dsk.dependencies.items()}
-    for names in together:
+    for names in batching.values():
+        if len(names) == 1:
+            (n,) = names
+            alone = stores[n]
+            if isinstance(alone, Unplanned):
+                layers.update(alone.built.graph.layers)
+                dependencies.update(
+                    {k: set(d) for k, d in alone.built.graph.dependencies.items()}
+                )
+            continue
         requests = [r for n in names for r in stores[n].source.requests]
         checkpoints = [
             c for n in names if (c := stores[n].source.checkpoint) is not None
@@ -186,8 +202,7 @@ def merge(dsk: HighLevelGraph) -> HighLevelGraph:
         checkpoint = min(checkpoints, key=lambda c: c.start) if checkpoints else None
         token = tokenize(sorted(names))
         name = f"hizt-commit-{token}"
-        p = plan(requests)
-        built = build(p, requests, name, token, checkpoint)
+        built = build(plan(requests), requests, name, token, checkpoint)
         merged = built.graph.layers[name]
         assert isinstance(merged, StoreLayer)
         commit_of = dict(zip(merged.source.repositories, built.keys, strict=True))
@@ -410,6 +425,55 @@ class StoreLayer(MaterializedLayer):
 
 def _mocked(parts: Any) -> None:
     del parts
+
+
+class Unplanned(Layer):
+    """A compute not planned yet: what ``__dask_graph__`` gives, so that the
+    computes of one ``dask.compute`` are planned once, together, by
+    :func:`merge` (in the optimizer), not each alone first.
+
+    Anything that reads its tasks before (``dict(h.__dask_graph__())``, a
+    compute without optimization) gets the whole graph of the compute
+    planned alone.
+    """
+
+    fill_names: tuple[str, ...] = ()
+
+    def __init__(self, source: Planned, name: str, token: str) -> None:
+        super().__init__()
+        self.source = source
+        self.name = name
+        self.token = token
+        self.outputs: tuple[DaskKey, ...] = tuple(
+            (name, i) for i in range(len(source.repositories))
+        )
+
+    @cached_property
+    def built(self) -> Built:
+        """The compute planned alone."""
+        requests = self.source.requests
+        return build(
+            plan(requests), requests, self.name, self.token, self.source.checkpoint
+        )
+
+    @cached_property
+    def _tasks(self) -> dict[DaskKey, Any]:
+        return dict(self.built.graph.to_dict())
+
+    def is_materialized(self) -> bool:
+        return "_tasks" in self.__dict__
+
+    def get_output_keys(self) -> set[DaskKey]:
+        return set(self.outputs)
+
+    def __getitem__(self, key: DaskKey) -> Any:
+        return self._tasks[key]
+
+    def __iter__(self) -> Iterator[DaskKey]:
+        return iter(self._tasks)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
 
 
 @dataclass(frozen=True)

@@ -27,16 +27,16 @@ from . import _progress
 from ._arrays import existing_schema
 from ._checkpoint import CheckpointArg, parse_checkpoint
 from ._graph import (
-    Built,
+    Planned,
+    Unplanned,
     awkward_optimize,
-    build,
     join_awkward_optimizer,
     merge,
     optimize,
     pending_outputs,
 )
 from ._inputs import is_awkward
-from ._plan import pending, plan
+from ._plan import pending
 from ._repo import RepoRef, check_path
 from ._request import Fill, Request, bind, queue
 from .schema import Schema, axis_from_bins
@@ -50,14 +50,16 @@ Key = Hashable
 class _Computes(DaskMethodsMixin):
     """The dask collection protocol of everything that computes into repositories.
 
-    The graph is planned against the current tips of the branches and cached
-    per tip (see ``_cached_plan``), so ``__dask_keys__`` and
-    ``__dask_graph__`` agree, and a new tip gives new keys and fresh forks.
+    The graph is an :class:`~dask_hizt._graph.Unplanned` layer, planned in
+    the optimizer together with every other compute of the same
+    ``dask.compute`` (planned at once when a fill reads dask-awkward arrays,
+    whose column reports read the fill layers). Its name comes from the current tips of the branches
+    (see ``_outline``), so ``__dask_keys__`` and ``__dask_graph__`` agree,
+    and a new tip gives new keys.
     """
 
     _id: str
-    _plan_cache: tuple[str, _Planned] | None
-    _pinned: tuple[list[list[str]], _Planned] | None = None
+    _pinned: tuple[list[list[str]], _Outline] | None = None
     _checkpoint: CheckpointArg = None
 
     def _requests(self) -> list[Request]:
@@ -100,17 +102,30 @@ class _Computes(DaskMethodsMixin):
         finally:
             self._checkpoint = before
 
-    def _plan(self) -> _Planned:
-        return _cached_plan(self, self._requests())
+    def _outline(self) -> _Outline:
+        return _outline(self, self._requests())
 
     def __dask_graph__(self) -> HighLevelGraph:
-        return self._plan().built.graph
+        layer = self._outline().layer
+        if self._reads_awkward():
+            # dask-awkward's column reports (dak.report_necessary_columns)
+            # read the fill layers from the graph as it is: planned
+            return layer.built.graph
+        return HighLevelGraph({layer.name: layer}, {layer.name: set()})
+
+    def _reads_awkward(self) -> bool:
+        return any(
+            is_awkward(s.collection)
+            for r in self._requests()
+            for f in r.fills
+            for s in f.sources()
+        )
 
     def __dask_keys__(self) -> list[Key]:
-        return self._plan().built.keys
+        return list(self._outline().layer.outputs)
 
     def __dask_layers__(self) -> tuple[str, ...]:
-        return (self._plan().name,)
+        return (self._outline().layer.name,)
 
     def __dask_tokenize__(self) -> str:
         # Without planning: a token must not read inputs or storage.
@@ -126,12 +141,7 @@ class _Computes(DaskMethodsMixin):
         made it :func:`~dask_hizt._graph.join_awkward_optimizer`'s, which
         merges the computes first); otherwise ours. Either way the computes
         of one ``dask.compute`` are planned as one."""
-        if any(
-            is_awkward(s.collection)
-            for r in self._requests()
-            for f in r.fills
-            for s in f.sources()
-        ):
+        if self._reads_awkward():
             return awkward_optimize()
         return _optimize
 
@@ -140,7 +150,7 @@ class _Computes(DaskMethodsMixin):
 
     def __dask_postcompute__(self) -> tuple[Any, tuple[Any, ...]]:
         targets = [(r.ref, r.path) for r in self._requests()]
-        output_of = self._plan().output_of
+        output_of = self._outline().output_of
         self._pinned = None  # the next compute plans anew
         return _finalize_set, (targets, output_of)
 
@@ -152,7 +162,6 @@ class Requests(_Computes):
     def __init__(self, requests: Sequence[Request]) -> None:
         self._fixed = list(requests)
         self._id = uuid.uuid4().hex
-        self._plan_cache: tuple[str, _Planned] | None = None
 
     def _requests(self) -> list[Request]:
         return self._fixed
@@ -259,7 +268,6 @@ class Hist(_Computes):
             self._schema.check_same(stored, f"histogram {self._path!r}")
         self._fills: list[Fill] = []
         self._id = uuid.uuid4().hex
-        self._plan_cache: tuple[str, _Planned] | None = None
 
     # ------------------------------------------------------------ public ---
 
@@ -316,7 +324,6 @@ class Hist(_Computes):
         if any(is_awkward(s.collection) for s in fill.sources()):
             join_awkward_optimizer()
         self._fills.append(fill)
-        self._plan_cache = None
         return self
 
     def pending(self) -> list[str]:
@@ -366,16 +373,16 @@ def _fill_tokens(requests: Sequence[Request]) -> list[list[str]]:
 
 
 @dataclass(frozen=True)
-class _Planned:
-    """A compute's graph (output layer ``name``), and per request the index
-    of the output holding its snapshot id."""
+class _Outline:
+    """A compute before it is planned: its graph's layer, and per request the
+    index of the output holding its snapshot id (one output per repository,
+    in order of first appearance, as the plan orders its commits)."""
 
-    name: str
-    built: Built
+    layer: Unplanned
     output_of: tuple[int, ...]
 
 
-def _cached_plan(owner: _Computes, requests: Sequence[Request]) -> _Planned:
+def _outline(owner: _Computes, requests: Sequence[Request]) -> _Outline:
     fills = _fill_tokens(requests)
     pinned = owner._pinned
     if pinned is not None and pinned[0] == fills:
@@ -384,18 +391,15 @@ def _cached_plan(owner: _Computes, requests: Sequence[Request]) -> _Planned:
     tips = [r.ref.repo.lookup_branch(r.branch) for r in requests]
     every = None if checkpoint is None else (checkpoint.batch, checkpoint.seconds)
     token = tokenize(owner._id, tips, fills, every)
-    cached = owner._plan_cache
-    if cached is None or cached[0] != token:
-        name = f"hizt-commit-{token}"
-        p = plan(requests)
-        built = build(p, requests, name, token, checkpoint)
-        planned = _Planned(name, built, p.output_of)
-        cached = owner._plan_cache = (token, planned)
+    index: dict[tuple[Any, str], int] = {}
+    output_of = tuple(index.setdefault(r.repository, len(index)) for r in requests)
+    source = Planned(tuple(requests), checkpoint, tuple(index))
+    outline = _Outline(Unplanned(source, f"hizt-commit-{token}", token), output_of)
     # dask asks for the graph, the keys and the post-compute step at different
     # moments of one compute; a commit landing in between must not make them
-    # come from two plans. The plan stays pinned until __dask_postcompute__.
-    owner._pinned = (fills, cached[1])
-    return cached[1]
+    # disagree. The outline stays pinned until __dask_postcompute__.
+    owner._pinned = (fills, outline)
+    return outline
 
 
 def _pending(requests: Sequence[Request]) -> list[list[str]]:
@@ -429,7 +433,6 @@ class HistSet(_Computes):
             raise TypeError(msg)
         self._checkpoint = checkpoint
         self._id = uuid.uuid4().hex
-        self._plan_cache: tuple[str, _Planned] | None = None
 
     def _requests(self) -> list[Request]:
         return [h._request() for h in self.hists]
