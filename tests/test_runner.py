@@ -77,6 +77,58 @@ def test_staged_fills_fold_into_one_exact_commit(repo_path: Path) -> None:
     assert messages[1:] == ["Repository initialized"]
 
 
+def test_a_chunk_stages_one_object_per_histogram(repo_path: Path) -> None:
+    """Many fills of a chunk (weight variations, as a processor makes them)
+    add up in memory: one staged object per histogram and chunk, written
+    when the Staging leaves the processor (pickled or added up), and
+    re-written, not added to, when the chunk runs again."""
+    chunks = _chunks(4)
+    variations = 10
+    parts = []
+    for item, label, x, w in chunks:
+        s = dh.Staging(repo_path, item)
+        h = s.hist(*AXES, storage=hist.storage.Weight(), path="h")
+        n = s.hist(AXES[1], storage=hist.storage.Int64(), path="n")
+        for k in range(variations):
+            h.fill(d=label, x=x, weight=w * (1 + k / 8))
+            n.fill(x)
+        parts.append(s)
+    area = repo_path / ".dask_hizt-staging"
+    assert not area.exists()  # nothing staged while the chunk is processed
+    first = pickle.loads(pickle.dumps(parts[0]))  # leaves for coffea's futures
+    assert len(first) == 2
+    total = functools.reduce(operator.add, [first, *parts[1:]])
+    assert len(total) == 2 * len(chunks)
+    assert len(list(area.iterdir())) == 2 * len(chunks)
+    # the chunk again (a re-run of the job): the same objects, overwritten
+    again = dh.Staging(repo_path, chunks[0][0])
+    again.hist(AXES[1], storage=hist.storage.Int64(), path="n").fill(chunks[0][2])
+    assert len(again) == 1
+    assert len(list(area.iterdir())) == 2 * len(chunks)
+    stored = total.commit(scheduler="sync")
+    want_h = hist.Hist(
+        hist.axis.StrCategory(["a", "b", "c"], name="d"),
+        AXES[1],
+        storage=hist.storage.Weight(),
+    )
+    for _, label, x, w in chunks:
+        for k in range(variations):
+            want_h.fill(d=label, x=x, weight=w * (1 + k / 8))
+    got = stored["h"].to_hist()
+    assert list(got.axes[0]) == ["a", "b", "c"]
+    for field in ("value", "variance"):
+        np.testing.assert_allclose(
+            got.view(flow=True)[field], want_h.view(flow=True)[field][:3], rtol=1e-12
+        )
+    # n of chunk 0 is what its re-run staged last (one fill), not the sum
+    want_n = hist.Hist(AXES[1], storage=hist.storage.Int64()).fill(chunks[0][2])
+    for _, _, x, _ in chunks[1:]:
+        for _ in range(variations):
+            want_n.fill(x)
+    assert np.array_equal(stored["n"].to_hist().view(flow=True), want_n.view(flow=True))
+    assert not area.exists() or not list(area.iterdir())  # removed once in
+
+
 def test_chunks_already_committed_are_skipped(repo_path: Path) -> None:
     chunks = _chunks()
     _staged(repo_path, chunks[:5]).commit(scheduler="sync")

@@ -2,10 +2,12 @@
 
 coffea's futures executors run a processor eagerly on each chunk of events
 and add the outputs up in a tree of futures. A histogram carried through
-that tree would end up whole on one worker; instead each eager fill is
-written at once as a small *staged* object (its non-zero bins, with the
-categories it met on growing axes) to the repository's staging area (a
-directory on its filesystem, or a prefix in its S3 bucket: see
+that tree would end up whole on one worker; instead the eager fills of a
+chunk are summed in one histogram per path, which is written as a small
+*staged* object (its non-zero bins, with the categories it met on growing
+axes) when the chunk's ``Staging`` leaves the processor (is pickled or
+added up), to the repository's staging area (a directory on its
+filesystem, or a prefix in its S3 bucket: see
 :mod:`dask_hizt._staging_area`), and only the objects' names travel. The
 fold (:mod:`dask_hizt.runner`) then routes the staged bins to the chunk
 owners like any other fill.
@@ -32,7 +34,7 @@ from ._staging_area import StagingArea
 from .errors import FillError
 from .schema import Schema
 
-__all__ = ["StagedFile", "StagedLoad", "stage_fill", "staged_id"]
+__all__ = ["StagedFile", "StagedLoad", "fill_eagerly", "stage", "staged_id"]
 
 
 @dataclass(frozen=True)
@@ -47,26 +49,31 @@ class StagedFile:
     categories: tuple[tuple[int, tuple[Any, ...]], ...] = ()
 
 
-def stage_fill(
+def fill_eagerly(
+    h: Any, path: str, item: str, args: Sequence[Any], weight: Any, sample: Any
+) -> None:
+    """Fill the boost histogram ``h`` (of histogram ``path``, for chunk
+    ``item``) with NumPy or awkward arguments."""
+    flat = flatten_arguments([*args, weight, sample], f"item {item}")
+    values, weight, sample = flat[: len(args)], flat[len(args)], flat[len(args) + 1]
+    try:
+        h.fill(*values, weight=weight, sample=sample)
+    except (ValueError, TypeError, KeyError) as err:
+        msg = f"fill of {path!r} for {item}: {err}"
+        raise FillError(msg) from err
+
+
+def stage(
     area: StagingArea,
     branch: str,
     path: str,
     schema: Schema,
     item: str,
     number: int,
-    args: Sequence[Any],
-    weight: Any,
-    sample: Any,
+    h: Any,
 ) -> StagedFile:
-    """Fill one histogram eagerly and stage its non-zero bins; return the handle."""
-    flat = flatten_arguments([*args, weight, sample], f"item {item}")
-    values, weight, sample = flat[: len(args)], flat[len(args)], flat[len(args) + 1]
-    h = schema.empty_boost()
-    try:
-        h.fill(*values, weight=weight, sample=sample)
-    except (ValueError, TypeError, KeyError) as err:
-        msg = f"fill of {path!r} for {item}: {err}"
-        raise FillError(msg) from err
+    """Stage the non-zero bins of ``h`` (the fills of histogram ``path`` for
+    chunk ``item``, the ``number``-th staged of them); return the handle."""
     view: Any = h.view(flow=True)
     dense = schema.spec.unpack(view)
     nonzero = np.zeros(dense[0].shape, dtype=bool)

@@ -1,8 +1,10 @@
 """Histograms from coffea's ``processor.Runner`` (futures executors such as
 ``DaskExecutor``), which run processors eagerly on chunks of events.
 
-A processor returns a :class:`Staging` holding its histograms. Each fill is
-staged at once (see :mod:`dask_hizt._stage`) where the repository lives: a
+A processor returns a :class:`Staging` holding its histograms. The fills of
+a chunk of events add up in one histogram per path, which is staged (see
+:mod:`dask_hizt._stage`) when the Staging leaves the processor, where the
+repository lives: a
 directory of its filesystem, or its own prefix in its S3 bucket, so workers
 that share no disk with the client (dask-jobqueue, a Dask Gateway, ...)
 can stage too. What coffea adds up in its tree of futures are lists of
@@ -50,7 +52,7 @@ from ._history import ancestry
 from ._ledger import committed
 from ._repo import check_path
 from ._request import Request, bind
-from ._stage import StagedFile, stage_fill, staged_id
+from ._stage import StagedFile, fill_eagerly, stage, staged_id
 from ._staging_area import open_staging
 from ._visible import check_staged, check_staging
 from .collection import Requests
@@ -143,6 +145,8 @@ class Staging:
         self._item = None if item is None else _item_of(item)
         self._schemas: dict[str, tuple[Schema, Any]] = {}
         self._files: list[StagedFile] = []
+        # this chunk's fills not staged yet: one boost histogram per path
+        self._unstaged: dict[str, bh.Histogram[Any]] = {}
         # marker tokens seen where fills were staged -> by whom (see _visible)
         self._seen: dict[str, str] = {}
         if self._ref.local_path is not None:
@@ -168,11 +172,32 @@ class Staging:
 
     # --------------------------------------------------------- accumulate ---
 
+    def _stage(self) -> None:
+        """Stage this chunk's fills: one object per histogram filled since
+        the last time (numbered, so a re-run of the chunk overwrites them)."""
+        item = self._item
+        if item is None:
+            return  # a sum of Stagings: only staged fills
+        for path, h in self._unstaged.items():
+            number = sum(1 for f in self._files if f.path == path)
+            schema = self._schemas[path][0]
+            self._files.append(
+                stage(self._area, self._branch, path, schema, item, number, h)
+            )
+        self._unstaged = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # leaving the process (coffea's futures, checkpoints): staged first
+        self._stage()
+        return self.__dict__
+
     def __add__(self, other: Staging) -> Staging:
+        self._stage()
         out = Staging.__new__(Staging)
         out._ref, out._branch, out._item = self._ref, self._branch, None
         out._area = self._area
         out._schemas, out._files = dict(self._schemas), list(self._files)
+        out._unstaged = {}
         out._seen = dict(self._seen)
         return out.__iadd__(other)
 
@@ -185,13 +210,16 @@ class Staging:
         for path, (schema, chunk_bytes) in other._schemas.items():
             known = self._schemas.setdefault(path, (schema, chunk_bytes))
             schema.check_same(known[0], f"histogram {path!r}")
+        self._stage()
+        other._stage()
         self._files.extend(other._files)
         for token, where in other._seen.items():
             self._seen.setdefault(token, where)
         return self
 
     def __len__(self) -> int:
-        """Number of staged fills."""
+        """Number of staged objects (one per histogram and chunk of events)."""
+        self._stage()
         return len(self._files)
 
     # ------------------------------------------------------------- resume ---
@@ -275,6 +303,7 @@ class Staging:
         if self._ref.local_path is not None:
             # fills staged into a node's own repository at this path: refused
             check_staged(self._ref.local_path, self._seen)
+        self._stage()
         requests = []
         for path, (schema, chunk_bytes) in self._schemas.items():
             # the plan leaves out the chunks of events already committed
@@ -300,7 +329,9 @@ class Staging:
 
 
 class StagingHist:
-    """One histogram of a :class:`Staging`: each ``fill`` is staged at once."""
+    """One histogram of a :class:`Staging`: its fills add up in memory, and
+    are staged together when the Staging leaves the processor (pickled, added
+    to another, or committed)."""
 
     def __init__(self, staging: Staging, path: str, schema: Schema) -> None:
         self._staging = staging
@@ -311,22 +342,14 @@ class StagingHist:
         self, *args: Any, weight: Any = None, sample: Any = None, **kwargs: Any
     ) -> Self:
         """Fill eagerly (arguments as for :meth:`dask_hizt.Hist.fill`, NumPy or
-        awkward arrays) and stage the result."""
+        awkward arrays)."""
         bound = bind(self._schema, args, kwargs, weight, sample)
         staging = self._staging
         assert staging._item is not None
-        number = sum(1 for f in staging._files if f.path == self.path)
-        staging._files.append(
-            stage_fill(
-                staging._area,
-                staging._branch,
-                self.path,
-                self._schema,
-                staging._item,
-                number,
-                list(bound.values),
-                bound.weight,
-                bound.sample,
-            )
+        h = staging._unstaged.get(self.path)
+        if h is None:
+            h = staging._unstaged[self.path] = self._schema.empty_boost()
+        fill_eagerly(
+            h, self.path, staging._item, bound.values, bound.weight, bound.sample
         )
         return self
