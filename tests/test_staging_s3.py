@@ -68,7 +68,9 @@ def stage(store: Any, chunk: Chunk) -> dh.Staging:
         d=label, x=x, weight=w
     )
     out.hist(AXES[1], storage=hist.storage.Int64(), path="n").fill(x)
-    return out
+    # as it leaves the processor (coffea's futures pickle it): staged
+    staged: dh.Staging = pickle.loads(pickle.dumps(out))
+    return staged
 
 
 def expected(cs: list[Chunk]) -> tuple[hist.Hist[Any], hist.Hist[Any]]:
