@@ -210,21 +210,27 @@ def s3_server() -> Iterator[str]:
         wlog.setLevel(level)
 
 
-@pytest.fixture
-def s3_env(s3_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
-    """The environment of an S3 user: fake credentials, a region, moto's
-    endpoint, and no other source of AWS settings. Returns the endpoint."""
+def s3_user(mp: pytest.MonkeyPatch, endpoint: str, home: Path) -> None:
+    """Give this process the environment of an S3 user: fake credentials, a
+    region, ``endpoint`` (moto's), and no other source of AWS settings
+    (``home``: where the absent config files would be)."""
     for name in list(os.environ):
         if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", S3_KEY_ID)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET)
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+            mp.delenv(name)
+    mp.setenv("AWS_ACCESS_KEY_ID", S3_KEY_ID)
+    mp.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+    mp.setenv("AWS_REGION", "us-east-1")
+    mp.setenv("AWS_ENDPOINT_URL", endpoint)
     # no instance-metadata lookups, no profile files of this machine
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-creds"))
+    mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    mp.setenv("AWS_CONFIG_FILE", str(home / "no-aws-config"))
+    mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(home / "no-aws-creds"))
+
+
+@pytest.fixture
+def s3_env(s3_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """The environment of an S3 user (see :func:`s3_user`). Returns the endpoint."""
+    s3_user(monkeypatch, s3_server, tmp_path)
     return s3_server
 
 

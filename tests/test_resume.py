@@ -1,10 +1,13 @@
 """Resume without redoing work: coffea's ``processor.Runner`` with a
-``dh.Staging``, a run in which one chunk of events fails, and a resumed run
-in a fresh process that processes only the chunks ``Staging.pending`` gives.
+``dh.Staging``, a run in which one chunk of events fails, a resumed run that
+processes only the chunks ``Staging.pending`` gives, and a full re-run that
+commits nothing, each in a fresh process (``tests/runner_job.py``).
 
-Each run is a job script (``tests/resume_job.py``) in a fresh process, with
-``IterativeExecutor`` or ``DaskExecutor`` on a LocalCluster of worker
-processes. Needs coffea (stack B, see the README); skipped on stack A.
+The matrix: the Iterative, Futures (two worker processes) and Dask (a
+LocalCluster of two worker processes) executors; the Runner's virtual
+events and ``mode="eager"`` ones; a repository on local disk and on S3
+(moto's server on 127.0.0.1). Needs coffea (stack B, see the README);
+skipped on stack A.
 """
 
 from __future__ import annotations
@@ -20,48 +23,63 @@ import hist
 import icechunk
 import pytest
 from nanoaod import nanoaod_files  # noqa: F401 - the fixture
+from test_staging_s3 import staged_objects
 
 import dask_hizt as dh
+from dask_hizt.storage import open_repository, parse_url
 from dask_hizt.testing import assert_hist_equal
 
 pytest.importorskip("coffea.processor")
 ak = pytest.importorskip("awkward")
 uproot = pytest.importorskip("uproot")
 
-JOB = Path(__file__).with_name("resume_job.py")
+JOB = Path(__file__).with_name("runner_job.py")
 PT = hist.axis.Regular(40, 5, 105, name="pt")
 ETA = hist.axis.Regular(24, -2.4, 2.4, name="eta")
 #: coffea cuts 30,000 + 24,000 events into 3 + 2 chunks (chunksize 10,000)
 CHUNKS = 3 + 2
+#: the type of a muon pt buffer the processor sees, by kind of events
+BUFFERS = {"virtual": ["VirtualNDArray"], "eager": ["ndarray"]}
 
 
-@pytest.fixture
-def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def _env(tmp_path: Path) -> dict[str, str]:
+    """The job's environment: this process's (with the S3 user's settings,
+    if the test has them), byte-compiled imports kept apart."""
     out = {
         **os.environ,
         "ICECHUNK_LOG": "error",
         "PYTHONWARNINGS": "ignore::DeprecationWarning",
-        "PYTHONPYCACHEPREFIX": str(tmp_path_factory.mktemp("pycache")),
+        "PYTHONPYCACHEPREFIX": str(tmp_path / "pycache"),
     }
     out.pop("PYTHONDONTWRITEBYTECODE", None)
     return out
 
 
+@pytest.fixture
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The repository: a local directory, or an ``s3://`` URL in a new bucket."""
+    if request.param == "local":
+        return str(tmp_path / "repo.icechunk")
+    from conftest import new_bucket
+
+    return f"s3://{new_bucket(request.getfixturevalue('s3_env'))}/analysis"
+
+
 def _job(
-    env: dict[str, str],
     mode: str,
-    repo: Path,
+    store: str,
     files: dict[str, Path],
     executor: str,
+    events: str,
     log: Path,
     *options: str,
     fails: bool = False,
 ) -> dict[str, Any]:
-    argv = [sys.executable, str(JOB), mode, str(repo)]
-    argv += [json.dumps({k: str(v) for k, v in files.items()}), executor, str(log)]
+    argv = [sys.executable, str(JOB), mode, store]
+    argv += [json.dumps({k: str(v) for k, v in files.items()}), executor, events]
     proc = subprocess.run(
-        [*argv, *options],
-        env=env,
+        [*argv, str(log), *options],
+        env=_env(log.parent),
         capture_output=True,
         text=True,
         timeout=300,
@@ -104,72 +122,78 @@ def _expected(files: dict[str, Path]) -> dict[str, hist.Hist[Any]]:
     return out
 
 
-def _commits(repo: Path) -> list[str]:
-    storage = icechunk.local_filesystem_storage(str(repo))
-    return [
-        s.message for s in icechunk.Repository.open(storage).ancestry(branch="main")
-    ]
+def _commits(store: str) -> list[str]:
+    if store.startswith("s3://"):
+        repo = open_repository(parse_url(store), create=False)
+    else:
+        repo = icechunk.Repository.open(icechunk.local_filesystem_storage(store))
+    return [s.id for s in repo.ancestry(branch="main")]
 
 
-@pytest.mark.parametrize("executor", ["iterative", "dask"])
-def test_a_resumed_run_processes_only_the_chunks_not_committed(
+@pytest.mark.parametrize("store", ["local", "s3"], indirect=True)
+@pytest.mark.parametrize("events", ["virtual", "eager"])
+@pytest.mark.parametrize("executor", ["iterative", "futures", "dask"])
+def test_a_failed_chunk_resumed_then_a_rerun_exact_and_exactly_once(
     executor: str,
+    events: str,
+    store: str,
     tmp_path: Path,
-    env: dict[str, str],
     nanoaod_files: dict[str, Path],  # noqa: F811 - the fixture
 ) -> None:
-    repo, log = tmp_path / "repo.icechunk", tmp_path / "processed.log"
-    run = _job(env, "run", repo, nanoaod_files, executor, log, "--fail", "TTbar:1")
+    log = tmp_path / "processed.log"
+    run = _job("run", store, nanoaod_files, executor, events, log, "--fail", "TTbar:1")
+    assert run["buffers"] == BUFFERS[events]
     # the Runner skipped the failing chunk; the others were staged and committed
     assert run["chunks"] == CHUNKS
     done = _processed(log)
     assert len(done) == len(set(done)) == CHUNKS - 1
-    assert run["staged"] == 2 * (CHUNKS - 1)
+    assert run["staged"] == 2 * (CHUNKS - 1)  # two histograms per chunk
+    # what came back to the client: names of staged objects, no secret
+    assert run["blob_bytes"] < 20_000
+    assert run["secret_in_blob"] is False
+    assert staged_objects(store) == []  # removed by the commit
     ((ds, start, stop),) = run["pending"]  # exactly the chunk that failed
     assert ds == "TTbar"
     assert (ds, start, stop) not in done
 
-    resumed = _job(env, "resume", repo, nanoaod_files, executor, log)
+    resumed = _job("resume", store, nanoaod_files, executor, events, log)
     assert resumed["todo"] == 1
     assert _processed(log) == [(ds, start, stop)]  # nothing done twice
     assert resumed["pending"] == []
-    assert_hist_equal(
-        dh.open(repo, "muon/pt"),
-        _expected(nanoaod_files)["muon/pt"],
-        categories="any order",
-    )
-    assert_hist_equal(
-        dh.open(repo, "muon/eta"),
-        _expected(nanoaod_files)["muon/eta"],
-        categories="any order",
-    )
-    history = _commits(repo)
+    expected = _expected(nanoaod_files)
+    for path in ("muon/pt", "muon/eta"):  # flow bins included
+        assert_hist_equal(dh.open(store, path), expected[path], categories="any order")
+    history = _commits(store)
     assert len(history) == 3  # creation, the first run's fill, the resumed one
 
-    # the whole job again: every chunk runs, nothing is committed
-    again = _job(env, "run", repo, nanoaod_files, executor, log)
+    # the whole job again: every chunk runs and is staged, nothing is committed
+    again = _job("run", store, nanoaod_files, executor, events, log)
     assert len(_processed(log)) == CHUNKS
+    assert again["staged"] == 2 * CHUNKS
     assert again["snapshots"] == resumed["snapshots"]
-    assert _commits(repo) == history
+    assert _commits(store) == history
+    assert staged_objects(store) == []
+    assert_hist_equal(
+        dh.open(store, "muon/pt"), expected["muon/pt"], categories="any order"
+    )
 
 
 def test_coffea_checkpoints_keep_what_a_failed_run_staged(
     tmp_path: Path,
-    env: dict[str, str],
     nanoaod_files: dict[str, Path],  # noqa: F811 - the fixture
 ) -> None:
     """Without ``skipbadfiles`` the run raises and commits nothing; coffea's
     ``SimpleCheckpointer`` kept each finished chunk's output (a Staging: the
     names of its staged files), so the resumed run processes only the rest."""
-    repo, log = tmp_path / "repo.icechunk", tmp_path / "processed.log"
+    repo, log = str(tmp_path / "repo.icechunk"), tmp_path / "processed.log"
     checkpoints = tmp_path / "checkpoints"
     options = ("--checkpoint", str(checkpoints))
     failed = _job(
-        env,
         "run",
         repo,
         nanoaod_files,
         "iterative",
+        "virtual",
         log,
         *options,
         "--fail",
@@ -181,7 +205,7 @@ def test_coffea_checkpoints_keep_what_a_failed_run_staged(
     assert len(list(checkpoints.rglob("*.coffea"))) == len(kept) >= 1
     assert len(_commits(repo)) == 1  # nothing committed
 
-    resumed = _job(env, "resume", repo, nanoaod_files, "iterative", log, *options)
+    resumed = _job("resume", repo, nanoaod_files, "iterative", "virtual", log, *options)
     assert resumed["todo"] == CHUNKS
     again = _processed(log)
     assert len(again) == CHUNKS - len(kept)

@@ -28,7 +28,7 @@ import hist
 import icechunk
 import numpy as np
 import pytest
-from conftest import S3_KEY_ID, S3_SECRET, local_cluster, new_bucket
+from conftest import S3_KEY_ID, S3_SECRET, local_cluster, new_bucket, s3_user
 
 import dask_hizt as dh
 from dask_hizt.testing import assert_hist_equal
@@ -107,18 +107,8 @@ def s3_cluster(
 ) -> Iterator[Any]:
     """A LocalCluster whose worker processes have the S3 user's environment
     (as ``s3_env`` sets it), started once for the module."""
-    home = tmp_path_factory.mktemp("aws")
     with pytest.MonkeyPatch.context() as mp:
-        for name in list(os.environ):
-            if name.startswith("AWS_"):
-                mp.delenv(name)
-        mp.setenv("AWS_ACCESS_KEY_ID", S3_KEY_ID)
-        mp.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET)
-        mp.setenv("AWS_REGION", "us-east-1")
-        mp.setenv("AWS_ENDPOINT_URL", s3_server)
-        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        mp.setenv("AWS_CONFIG_FILE", str(home / "no-aws-config"))
-        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(home / "no-aws-creds"))
+        s3_user(mp, s3_server, tmp_path_factory.mktemp("aws"))
         cluster = local_cluster("2GiB")
     with cluster:
         yield cluster
