@@ -162,7 +162,7 @@ def main(argv: list[str]) -> int:
             report["buffers"] = sorted(result["buffers"])
             blob = pickle.dumps(staged)  # what travels back to the client
             report["blob_bytes"] = len(blob)
-            secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
+            secret = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
             report["secret_in_blob"] = bool(secret) and secret.encode() in blob
             stored = staged.commit()
             report["snapshots"] = {p: s.snapshot_id for p, s in stored.items()}

@@ -223,3 +223,72 @@ def test_pending_is_the_work_items_not_committed(repo_path: Path) -> None:
     assert np.array_equal(got.view(flow=True), expected.view(flow=True)[:1])
     with pytest.raises(dh.FillError, match="runner="):
         dh.Staging(repo_path).pending({"a": ["f.root"]})
+
+
+def test_a_staging_names_its_histograms_as_a_processor_dict_does(
+    repo_path: Path,
+) -> None:
+    """``out["pt"] = out.hist(...)`` and ``out["pt"].fill(...)``, the lines of
+    a processor written for ``hist.Hist`` objects in a dict; the names survive
+    coffea's pickling and ``+``, and the sum commits exactly."""
+    chunks = _chunks(4)
+    parts = []
+    for item, label, x, w in chunks:
+        out = dh.Staging(repo_path, item)
+        out["h"] = out.hist(*AXES, storage=hist.storage.Weight(), path="h")
+        out["h"].fill(d=label, x=x, weight=w)
+        parts.append(pickle.loads(pickle.dumps(out)))
+    total = functools.reduce(operator.add, parts)
+    assert total["h"].path == "h"
+    with pytest.raises(dh.FillError, match="sum of Stagings"):
+        total["h"].fill(d="a", x=np.array([0.5]))
+    with pytest.raises(KeyError):
+        total["other"]
+    stored = total.commit(scheduler="sync")["h"]
+    assert np.array_equal(stored.to_hist().view(flow=True), _expected(chunks))
+
+    out = dh.Staging(repo_path, "file.root#Events[0:1]")
+    with pytest.raises(dh.FillError, match=r"out\['h'\] takes a histogram"):
+        out["h"] = hist.Hist(*AXES)  # type: ignore[assignment]
+    other = dh.Staging(repo_path, "file.root#Events[1:2]")
+    out["h"] = out.hist(*AXES, storage=hist.storage.Weight(), path="h")
+    other["h"] = other.hist(AXES[1], path="n")
+    with pytest.raises(dh.FillError, match="names histogram 'h'"):
+        out + other
+
+
+def test_a_chunk_that_fills_nothing_is_recorded(repo_path: Path) -> None:
+    """A processor that makes its histograms and fills none of them (every
+    event cut away) records its chunk: it is not pending after the commit,
+    and a re-run of it commits nothing."""
+    file_id = uuid.uuid4().bytes
+    items = [
+        _WorkItem("a", "f.root", "Events", k * 10, (k + 1) * 10, file_id)
+        for k in range(3)
+    ]
+    x = np.random.default_rng(2).uniform(0, 1, 10)
+
+    def run(which: list[int]) -> dh.Staging:
+        total = dh.Staging(repo_path)
+        for k in which:
+            out = dh.Staging(repo_path, _metadata(items[k]))
+            h = out.hist(*AXES, path="h")
+            if k != 1:  # chunk 1: nothing passes the cuts
+                h.fill(d="a", x=x)
+            total += out
+        return total
+
+    first = run([0, 1, 2])
+    assert len(first) == 3  # one staged object per chunk, the empty one too
+    first.commit(scheduler="sync")
+    assert dh.Staging(repo_path).pending(items) == []
+    tip = dh.open(repo_path, "h").snapshot_id
+    run([1]).commit(scheduler="sync")
+    assert dh.open(repo_path, "h").snapshot_id == tip
+    expected: hist.Hist[Any] = hist.Hist(
+        hist.axis.StrCategory(["a"], name="d"), AXES[1]
+    )
+    expected.fill(d="a", x=x)
+    expected.fill(d="a", x=x)
+    got = dh.open(repo_path, "h").to_hist()
+    assert np.array_equal(got.view(flow=True), expected.view(flow=True)[:1])

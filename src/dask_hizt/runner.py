@@ -102,6 +102,11 @@ class Staging:
     """A processor's dask_hizt histograms for one chunk of events; add them up
     with ``+`` (as coffea does) and :meth:`commit` the sum once.
 
+    Like the dict a processor returns its ``hist.Hist`` objects in, a Staging
+    takes names: ``out["pt"] = out.hist(...)``, then ``out["pt"].fill(...)``.
+    A chunk is recorded (and so no longer :meth:`pending`) once its processor
+    makes a histogram with :meth:`hist`, whether it fills it or not.
+
     Parameters
     ----------
     store
@@ -145,6 +150,8 @@ class Staging:
         self._item = None if item is None else _item_of(item)
         self._schemas: dict[str, tuple[Schema, Any]] = {}
         self._files: list[StagedFile] = []
+        # out["pt"] = out.hist(...): the processor's names of its histograms
+        self._names: dict[str, str] = {}
         # this chunk's fills not staged yet: one boost histogram per path
         self._unstaged: dict[str, bh.Histogram[Any]] = {}
         # marker tokens seen where fills were staged -> by whom (see _visible)
@@ -168,7 +175,26 @@ class Staging:
             schema.check_same(known[0], f"histogram {path!r}")
         else:
             self._schemas[path] = (schema, dask.config.get("dask_hizt.chunk-bytes"))
+        # staged even if nothing fills it: the commit then records the chunk
+        self._unstaged.setdefault(path, schema.empty_boost())
         return StagingHist(self, path, schema)
+
+    def __setitem__(self, key: str, value: StagingHist) -> None:
+        """Name a histogram, as a processor names its ``hist.Hist`` objects
+        in a dict: ``out["pt"] = out.hist(..., path="muon/pt")``."""
+        # typed callers aside, a processor may assign anything
+        if not isinstance(value, StagingHist) or value._staging is not self:  # type: ignore[redundant-expr]
+            msg = (
+                f"out[{key!r}] takes a histogram of this Staging (out.hist(...)), "
+                f"not {type(value).__name__}"
+            )
+            raise FillError(msg)
+        self._names[key] = value.path
+
+    def __getitem__(self, key: str) -> StagingHist:
+        """The histogram named ``key`` (see :meth:`__setitem__`)."""
+        path = self._names[key]
+        return StagingHist(self, path, self._schemas[path][0])
 
     # --------------------------------------------------------- accumulate ---
 
@@ -197,6 +223,7 @@ class Staging:
         out._ref, out._branch, out._item = self._ref, self._branch, None
         out._area = self._area
         out._schemas, out._files = dict(self._schemas), list(self._files)
+        out._names = dict(self._names)
         out._unstaged = {}
         out._seen = dict(self._seen)
         return out.__iadd__(other)
@@ -210,6 +237,13 @@ class Staging:
         for path, (schema, chunk_bytes) in other._schemas.items():
             known = self._schemas.setdefault(path, (schema, chunk_bytes))
             schema.check_same(known[0], f"histogram {path!r}")
+        for key, path in other._names.items():
+            if self._names.setdefault(key, path) != path:
+                msg = (
+                    f"out[{key!r}] names histogram {self._names[key]!r} in one "
+                    f"Staging and {path!r} in the other"
+                )
+                raise FillError(msg)
         self._stage()
         other._stage()
         self._files.extend(other._files)
@@ -345,7 +379,11 @@ class StagingHist:
         awkward arrays)."""
         bound = bind(self._schema, args, kwargs, weight, sample)
         staging = self._staging
-        assert staging._item is not None
+        if staging._item is None:
+            msg = (
+                f"{self.path!r} is in a sum of Stagings, which is committed, not filled"
+            )
+            raise FillError(msg)
         h = staging._unstaged.get(self.path)
         if h is None:
             h = staging._unstaged[self.path] = self._schema.empty_boost()
