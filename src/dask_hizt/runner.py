@@ -176,7 +176,8 @@ class Staging:
         else:
             self._schemas[path] = (schema, dask.config.get("dask_hizt.chunk-bytes"))
         # staged even if nothing fills it: the commit then records the chunk
-        self._unstaged.setdefault(path, schema.empty_boost())
+        if path not in self._unstaged:  # not setdefault: a big allocation
+            self._unstaged[path] = schema.empty_boost()
         return StagingHist(self, path, schema)
 
     def __setitem__(self, key: str, value: StagingHist) -> None:
